@@ -1,0 +1,1 @@
+"""Layers usable alone in any PyG model."""
