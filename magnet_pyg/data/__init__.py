@@ -7,13 +7,14 @@ from .split import PAPER_SPLIT_SEEDS, per_user_split, resplit
 from .synthetic import PRESETS, SyntheticSpec, synthetic
 
 
-def load_dataset(name_or_path: str, seed: int = 0, **kwargs):
-    """``synthetic`` / ``synthetic-<preset>`` or an MMRec folder (path or name under the data root)."""
+def load_dataset(name_or_path: str, seed: int = 0, drop_cold_start: bool = True):
+    """``synthetic`` / ``synthetic-<preset>`` (generated with ``seed``) or an MMRec folder
+    (a path, or a dataset name under :func:`default_data_root`)."""
     if name_or_path == "synthetic":
         return synthetic("small", seed=seed)
     if name_or_path.startswith("synthetic-"):
         return synthetic(name_or_path[len("synthetic-"):], seed=seed)
-    return load_mmrec(name_or_path, **kwargs)
+    return load_mmrec(name_or_path, drop_cold_start=drop_cold_start)
 
 
 __all__ = [

@@ -54,3 +54,13 @@ class Recommender(torch.nn.Module):
         """Extra per-epoch numbers for ``results.json`` (for example routing statistics)."""
         return {}
 
+
+
+def dot_score(state: Tuple[Tensor, Tensor], users: Tensor, items: Optional[Tensor] = None) -> Tensor:
+    """Inner-product scores from ``state = (user_emb [U, d], item_emb [I, d])``:
+    ``[B, I]`` for all items when ``items`` is ``None``, else ``[B]`` for the pairs."""
+    user_emb, item_emb = state
+    u = user_emb[users]
+    if items is None:
+        return u @ item_emb.t()
+    return (u * item_emb[items]).sum(-1)

@@ -1,0 +1,209 @@
+"""One trainer for every model: BPR mini-batches, Adam, validation early stopping, resume.
+
+The trainer only talks to the :class:`~magnet_pyg.models.base.Recommender` protocol.
+Every epoch ``e`` draws its shuffling and negatives from a generator seeded with
+``(seed, e)`` and reseeds torch's global generator (dropout) the same way, and the last
+checkpoint (model, optimiser, early-stopping state, history) is written atomically at the
+end of every epoch. A run killed at any point (SIGKILL included) and restarted with
+``resume=True`` therefore continues from its last finished epoch and ends with exactly the
+metrics of an uninterrupted run on the CPU.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch_geometric.data import HeteroData
+from tqdm.auto import tqdm
+
+from ..data.schema import num_items, split_edge_index
+from ..evaluate import Evaluator
+from .checkpoint import atomic_json_dump, atomic_torch_save, load_checkpoint
+from .sampling import LinkSampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and protocol settings shared by all models.
+
+    ``patience=None`` uses the model's own ``default_patience``; ``weight_decay`` is
+    Adam's L2 penalty on all parameters (MAGNET's :math:`\\lambda`, Eq. 32).
+    """
+    epochs: int = 200
+    batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: Optional[int] = None
+    select_metric: str = "ndcg@20"
+    ks: Tuple[int, ...] = (10, 20, 50)
+    eval_batch_size: int = 4096
+    mask_valid_in_test: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    out_dir: Optional[str] = None
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        metric, _, k = self.select_metric.partition("@")
+        if metric not in ("recall", "ndcg", "precision", "hit") or not k.isdigit() or int(k) not in self.ks:
+            raise ValueError(f"select_metric '{self.select_metric}' must be <metric>@<k> with k in {self.ks}")
+        if self.resume and not self.out_dir:
+            raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+        check_device(self.device)
+
+
+def check_device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' requested but torch sees no CUDA GPU "
+                         f"(torch {torch.__version__}, cuda build: {torch.version.cuda})")
+    return dev
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + 17) % (2 ** 63)
+
+
+def _metrics_only(res: Dict[str, Any]) -> Dict[str, float]:
+    return {k: v for k, v in res.items() if "@" in k}
+
+
+class Trainer:
+    """Train and evaluate a recommender on a dataset (see the module docstring).
+
+    Args:
+        config: optimisation and protocol settings.
+        extra_config: recorded verbatim under ``config`` in ``results.json`` (model options).
+    """
+
+    def __init__(self, config: TrainConfig, extra_config: Optional[Dict[str, Any]] = None):
+        config.validate()
+        self.config = config
+        self.extra_config = dict(extra_config or {})
+
+    def fit(self, model, data: HeteroData, model_name: str = "model") -> Dict[str, Any]:
+        cfg = self.config
+        device = check_device(cfg.device)
+        out = Path(cfg.out_dir) if cfg.out_dir else None
+        torch.manual_seed(cfg.seed)
+        model.to(device)
+        graph = model.prepare(data)
+        sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), cfg.batch_size)
+        evaluator = Evaluator(data, cfg.ks, cfg.eval_batch_size, cfg.mask_valid_in_test)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        patience = cfg.patience or model.default_patience
+
+        start, history, best = 0, [], {"value": float("-inf"), "epoch": -1, "valid": {}, "bad_epochs": 0}
+        best_state = None
+        stopped = False
+        if cfg.resume and out is not None and (out / "last.pt").exists():
+            ck = load_checkpoint(out / "last.pt", map_location=device)
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            start, history, best, stopped = ck["epoch"] + 1, ck["history"], ck["best"], ck["stopped"]
+            best_state = load_checkpoint(out / "best.pt", map_location=device)["model"]
+            log.info("resumed from %s at epoch %d", out / "last.pt", start)
+
+        epoch = start - 1
+        for epoch in range(start, cfg.epochs):
+            if stopped:
+                break
+            gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+            torch.manual_seed(_epoch_seed(cfg.seed + 1, epoch))
+            model.train()
+            epoch_graph = model.on_epoch_start(graph, epoch, gen)
+            t0 = time.perf_counter()
+            total, steps, sums = 0.0, 0, {}
+            bar = tqdm(sampler.epoch(gen), total=len(sampler), desc=f"epoch {epoch}", leave=False,
+                       disable=not cfg.progress, mininterval=1.0)
+            for users, pos, neg in bar:
+                users, pos, neg = users.to(device), pos.to(device), neg.to(device)
+                loss, logs = model.loss(epoch_graph, users, pos, neg)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach())
+                steps += 1
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            train_seconds = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            valid = _metrics_only(evaluator.evaluate(model, graph, "valid"))
+            eval_seconds = time.perf_counter() - t1
+            record = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": train_seconds,
+                      "eval_seconds": eval_seconds, **{k: v / max(steps, 1) for k, v in sums.items()},
+                      **model.epoch_logs(), "valid": valid}
+            history.append(record)
+            value = valid[cfg.select_metric]
+            if value > best["value"]:
+                best = {"value": value, "epoch": epoch, "valid": valid, "bad_epochs": 0}
+                best_state = copy.deepcopy(model.state_dict())
+                if out is not None:
+                    atomic_torch_save({"model": best_state, "epoch": epoch}, out / "best.pt")
+            else:
+                best["bad_epochs"] += 1
+            stopped = best["bad_epochs"] >= patience
+            msg = (f"epoch {epoch:3d}  loss {record['loss']:.4f}  train {train_seconds:.2f}s  "
+                   f"eval {eval_seconds:.2f}s  valid {cfg.select_metric} {value:.4f}  "
+                   f"(best {best['value']:.4f} @ {best['epoch']})")
+            if cfg.progress:
+                tqdm.write(msg)
+            log.info(msg)
+            if out is not None:
+                atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "epoch": epoch, "history": history, "best": best, "stopped": stopped},
+                                  out / "last.pt")
+        if best_state is None:
+            raise RuntimeError("no epoch was trained (epochs=0 or the checkpoint is already past it)")
+        model.load_state_dict(best_state)
+        t2 = time.perf_counter()
+        test = _metrics_only(evaluator.evaluate(model, graph, "test"))
+        test_seconds = time.perf_counter() - t2
+        results = {
+            "model": model_name,
+            "dataset": getattr(data, "name", None),
+            "config": {**asdict(self.config), **self.extra_config, "patience_used": patience},
+            "best_epoch": best["epoch"],
+            "stopped_epoch": history[-1]["epoch"] if history else epoch,
+            "early_stopped": bool(stopped),
+            "valid": best["valid"],
+            "test": test,
+            "test_eval_seconds": test_seconds,
+            "epochs": history,
+            "environment": environment(),
+        }
+        if out is not None:
+            atomic_json_dump(results, out / "results.json")
+        return results
+
+
+def environment() -> Dict[str, Any]:
+    import os
+    import platform
+
+    import torch_geometric
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "torch_geometric": torch_geometric.__version__, "cpu_count": os.cpu_count(),
+           "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
