@@ -17,9 +17,10 @@ from .train import TrainConfig, Trainer
 
 log = logging.getLogger("magnet_pyg")
 
-# name -> (add model options to a parser, build (model, data, model options) from parsed args)
+# name -> (add model options to a parser, build from parsed args:
+#          (model, data (possibly augmented), model options, training defaults))
 ModelSpec = Tuple[Callable[[argparse._ArgumentGroup], None],
-                  Callable[[argparse.Namespace, Any], Tuple[Any, Any, Dict[str, Any]]]]
+                  Callable[[argparse.Namespace, Any], Tuple[Any, Any, Dict[str, Any], Dict[str, Any]]]]
 MODELS: Dict[str, ModelSpec] = {}
 
 
@@ -41,7 +42,7 @@ def _bpr() -> ModelSpec:
     def build(args, data):
         from .models.bpr import BPRMF
         opts = {"dim": args.dim, "reg_weight": args.reg_weight}
-        return BPRMF(num_users(data), num_items(data), args.dim, args.reg_weight), data, opts
+        return BPRMF(num_users(data), num_items(data), args.dim, args.reg_weight), data, opts, {}
     return add, build
 
 
@@ -54,7 +55,82 @@ def _lightgcn() -> ModelSpec:
         from .models.lightgcn import LightGCN
         opts = {"dim": args.dim, "layers": args.layers, "reg_weight": args.reg_weight}
         model = LightGCN(num_users(data), num_items(data), args.dim, args.layers, args.reg_weight)
-        return model, data, opts
+        return model, data, opts, {}
+    return add, build
+
+
+# ----------------------------------------------------------------------------- MAGNET
+@register("magnet")
+def _magnet() -> ModelSpec:
+    def add(g):
+        from .models.magnet import PRESETS
+        g.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="Table 3 column (default: the dataset's name if it has one, else 'default'); "
+                            "any option below given explicitly overrides it")
+        g.add_argument("--view", choices=["dual", "single"], default="dual", help="MAGNET-DV or MAGNET-SV")
+        g.add_argument("--knn-k", type=int, default=None, help="item kNN neighbours k (Eq. 1)")
+        g.add_argument("--expand-r", type=int, default=None, help="candidates per user r (Eq. 2-3)")
+        g.add_argument("--knn-backend", default="auto", help="auto | torch | faiss | faiss-ivf | faiss-hnsw")
+        g.add_argument("--graph-cache", default=".cache/graph", help="folder caching E+ ('' disables)")
+        g.add_argument("--top-k", type=int, default=None, help="experts activated per pair K")
+        g.add_argument("--families", default="full", help="full | bal | bal+dom | bal+com | dom+com")
+        g.add_argument("--expert-split", type=int, default=1, help="expert splitting p (E = 9p)")
+        g.add_argument("--experts", type=int, default=None, help="number of free experts (with --free-experts)")
+        for name, hlp in (("alpha", "Dom template control"), ("beta", "Bal template control"),
+                          ("delta", "Com template A/S split")):
+            g.add_argument(f"--{name}", type=float, default=None, help=hlp)
+        g.add_argument("--eps", type=float, default=0.05, help="Com template anchor mass")
+        g.add_argument("--threshold", type=float, default=None, help="entropy threshold H*")
+        g.add_argument("--window", type=int, default=None, help="trigger window W")
+        g.add_argument("--lambda-r", type=float, default=None, help="routing regularisation strength")
+        g.add_argument("--strategy", choices=["lin", "quad", "const", "rev"], default="lin",
+                       help="lambda_s weighting: Lin-Ent, Quad-Ent, Const, Rev-Ent")
+        g.add_argument("--lambda-ctr", type=float, default=None, help="view-contrast weight")
+        g.add_argument("--tau", type=float, default=None, help="InfoNCE temperature")
+        g.add_argument("--dropout", type=float, default=None)
+        a = g.add_mutually_exclusive_group()
+        a.add_argument("--no-routing-reg", action="store_true", help="ablation: lambda_r = 0")
+        a.add_argument("--fixed-switch", type=int, metavar="EPOCH", default=None,
+                       help="ablation: switch to stage 2 at the start of this epoch instead of by entropy")
+        a.add_argument("--coverage-only", action="store_true", help="ablation: stage 1 throughout")
+        a.add_argument("--confidence-only", action="store_true", help="ablation: stage 2 throughout")
+        g.add_argument("--no-view-contrast", action="store_true", help="ablation: lambda_ctr = 0")
+        g.add_argument("--free-experts", action="store_true", help="ablation: learned mixtures, no templates")
+        g.add_argument("--no-moe", action="store_true", help="ablation: single fusion head over {z, h^m}")
+
+    def build(args, data):
+        from .data import modality_features
+        from .models.magnet import MAGNET, PRESETS
+        name = args.preset or (getattr(data, "name", None) if getattr(data, "name", None) in PRESETS
+                               else "default")
+        pre = PRESETS[name]
+        val = lambda opt, attr: getattr(args, opt) if getattr(args, opt) is not None else getattr(pre, attr)
+        routing = ("off" if args.no_routing_reg else "fixed" if args.fixed_switch is not None else
+                   "coverage" if args.coverage_only else "confidence" if args.confidence_only else "entropy")
+        batch = args.batch_size or pre.batch_size
+        switch_at = None
+        if args.fixed_switch is not None:
+            steps = -(-int(data["user", "rates", "item"].edge_index.size(1)) // batch)
+            switch_at = max(1, args.fixed_switch * steps)
+        dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
+        opts = dict(embedding_dim=args.dim if args.dim != 64 else pre.dim, num_layers=args.layers,
+                    view=args.view, moe=not args.no_moe, templates=not args.free_experts,
+                    num_experts=args.experts if args.free_experts else None,
+                    top_k=val("top_k", "top_k"), families=args.families, split=args.expert_split,
+                    alpha=val("alpha", "alpha"), beta=val("beta", "beta"), delta=val("delta", "delta"),
+                    eps=args.eps, dropout=val("dropout", "dropout"), threshold=val("threshold", "threshold"),
+                    window=val("window", "window"), lambda_r=val("lambda_r", "lambda_r"),
+                    strategy=args.strategy, routing=routing, switch_at=switch_at,
+                    lambda_ctr=0.0 if args.no_view_contrast else val("lambda_ctr", "lambda_ctr"),
+                    tau=val("tau", "tau"))
+        model = MAGNET(num_users(data), num_items(data), dims, **opts)  # validates before the kNN
+        k, r = val("knn_k", "k"), val("expand_r", "r")
+        if args.view == "dual":
+            from .graph import add_induced_edges
+            data = add_induced_edges(data, k=k, r=r, backend=args.knn_backend,
+                                     cache_dir=args.graph_cache or None)
+        opts.update(preset=name, knn_k=k, expand_r=r, modalities=list(dims))
+        return model, data, opts, {"lr": pre.lr, "weight_decay": pre.weight_decay, "batch_size": pre.batch_size}
     return add, build
 
 
@@ -73,9 +149,10 @@ def _train_parser(sub) -> None:
                    help="keep valid/test rows of users without training rows (MMRec drops them)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=200)
-    t.add_argument("--batch-size", type=int, default=2048)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--weight-decay", type=float, default=0.0, help="Adam L2 on all parameters")
+    t.add_argument("--batch-size", type=int, default=None, help="default: the model's (2048; MAGNET 1024)")
+    t.add_argument("--lr", type=float, default=None, help="default: the model's (1e-3)")
+    t.add_argument("--weight-decay", type=float, default=None,
+                   help="Adam L2 on all parameters (default: the model's; 0 for bpr/lightgcn)")
     t.add_argument("--patience", type=int, default=None, help="default: the model's own")
     t.add_argument("--select-metric", default="ndcg@20")
     t.add_argument("--ks", type=int, nargs="+", default=[10, 20, 50])
@@ -119,19 +196,22 @@ def format_table(results: Dict[str, Any]) -> str:
 def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, patience=args.patience,
-                      select_metric=args.select_metric, ks=tuple(args.ks),
-                      eval_batch_size=args.eval_batch_size, mask_valid_in_test=args.mask_valid_in_test,
-                      seed=args.seed, device=args.device, out_dir=args.out, resume=args.resume,
-                      progress=not args.no_progress)
-    cfg.validate()  # bad options fail before anything heavy starts
+    common = dict(epochs=args.epochs, patience=args.patience, select_metric=args.select_metric,
+                  ks=tuple(args.ks), eval_batch_size=args.eval_batch_size,
+                  mask_valid_in_test=args.mask_valid_in_test, seed=args.seed, device=args.device,
+                  out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    TrainConfig(batch_size=args.batch_size or 1, lr=args.lr or 1.0, weight_decay=args.weight_decay or 0.0,
+                **common).validate()  # bad options fail before anything heavy starts
     data = load_dataset(args.data, seed=args.data_seed, drop_cold_start=not args.keep_cold_start)
     if args.resplit_seed is not None:
         data = resplit(data, args.resplit_seed)
     log.info("dataset %s", describe(data))
     torch.manual_seed(args.seed)
-    model, data, opts = MODELS[args.model][1](args, data)
+    model, data, opts, defaults = MODELS[args.model][1](args, data)
+    pick = lambda name, fallback: getattr(args, name) if getattr(args, name) is not None \
+        else defaults.get(name, fallback)
+    cfg = TrainConfig(batch_size=pick("batch_size", 2048), lr=pick("lr", 1e-3),
+                      weight_decay=pick("weight_decay", 0.0), **common)
     extra = {"model_options": opts, "data": args.data, "data_seed": args.data_seed,
              "resplit_seed": args.resplit_seed, "dataset_stats": describe(data)}
     results = Trainer(cfg, extra).fit(model, data, model_name=args.model)

@@ -1,0 +1,271 @@
+r"""MAGNET (Dai, Fang and Cai, 2025): modality-guided mixture of graph experts with
+entropy-triggered routing, composed from :mod:`magnet_pyg.nn`.
+
+* dual-view LightGCN backbone over :math:`\mathcal{G}_{UI}` and
+  :math:`\mathcal{G}_{UIG} = \mathcal{G}_{UI} \cup \mathcal{E}^+` (Eq. 4-6,
+  :class:`~magnet_pyg.nn.DualViewEncoder`; :math:`\mathcal{E}^+` from
+  :func:`magnet_pyg.graph.add_induced_edges`, Eq. 1-3);
+* modality cues :math:`\mathbf h^m` (item projections, user history pooling,
+  :class:`~magnet_pyg.nn.ModalityCues`);
+* triplet-template MoE head (Eq. 9-21, :class:`~magnet_pyg.nn.TripletMoEHead`);
+* entropy-triggered two-stage routing regularisation (Eq. 22-26, 29-31,
+  :class:`~magnet_pyg.nn.EntropySchedule`) and view contrast (Eq. 28);
+* objective Eq. 32 (the :math:`\lambda\|\Theta\|^2` term is the optimiser's weight decay).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from ..data.schema import INDUCED, modality_features, num_items, num_users, split_edge_index
+from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized, transpose_csr
+from ..nn.cues import ModalityCues
+from ..nn.dual_view import DualViewEncoder
+from ..nn.losses import bpr_loss, confidence_loss, coverage_loss, view_infonce
+from ..nn.moe import FusionHead, MoEOutput, TripletMoEHead
+from ..nn.routing import EntropySchedule, routing_statistics
+from .base import Logs, Recommender
+
+
+@dataclass(frozen=True)
+class MagnetPreset:
+    """Hyper-parameters of one column of the paper's Table 3."""
+    k: int
+    r: int
+    dim: int
+    layers: int
+    alpha: float
+    beta: float
+    delta: float
+    threshold: float
+    window: int
+    lambda_r: float
+    lr: float
+    weight_decay: float
+    dropout: float
+    tau: float
+    lambda_ctr: float
+    top_k: int = 4
+    batch_size: int = 1024
+
+
+#: Table 3 of the paper, plus dataset-agnostic defaults for any other dataset.
+PRESETS: Dict[str, MagnetPreset] = {
+    "baby": MagnetPreset(20, 150, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 2e-5, 0.10, 0.5, 0.01),
+    "sports": MagnetPreset(20, 200, 64, 2, 0.6, 0.2, 0.4, 0.87, 4, 0.30, 1.5e-3, 2e-5, 0.20, 1.5, 0.01),
+    "clothing": MagnetPreset(30, 200, 48, 2, 0.6, 0.1, 0.8, 0.90, 5, 0.40, 1e-3, 4e-5, 0.20, 0.2, 0.01),
+    "electronics": MagnetPreset(30, 200, 48, 2, 0.6, 0.2, 0.6, 0.87, 5, 0.30, 1e-3, 2e-4, 0.15, 0.2, 0.01),
+    "default": MagnetPreset(20, 150, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 2e-5, 0.10, 0.5, 0.01),
+}
+
+
+class MagnetGraph(NamedTuple):
+    """What :meth:`MAGNET.prepare` builds once from the dataset."""
+    adj_ui: Tensor                 # [U+I, U+I] normalised adjacency of G_UI
+    adj_uig: Optional[Tensor]      # [U+I, U+I] normalised adjacency of G_UIG (None in SV)
+    user_item: Tensor              # [U, I] row-normalised training matrix (history pooling)
+    item_user: Tensor              # its transpose
+    features: Tuple[Tensor, ...]   # per modality [I, d_m], in ``modalities`` order
+
+
+class MagnetOutput(NamedTuple):
+    z: Tensor                      # [U+I, d] fused behaviour embeddings (Eq. 6)
+    z_ui: Tensor                   # [U+I, d] observed view (Eq. 5)
+    z_uig: Optional[Tensor]        # [U+I, d] augmented view (None in SV)
+    h_u: Tensor                    # [U, M, d] user cues
+    h_i: Tensor                    # [I, M, d] item cues
+
+
+class MAGNET(Recommender):
+    r"""MAGNET (see the module docstring).
+
+    Args:
+        num_users: ``U``.
+        num_items: ``I``.
+        modality_dims: ``{modality name: feature size}`` of the (>= 2) content modalities,
+            in the order of the expert groups after behaviour (``[B, A, S]``).
+        embedding_dim: ``d``.
+        num_layers: ``L`` propagation layers per view.
+        view: ``"dual"`` (MAGNET-DV) or ``"single"`` (MAGNET-SV, :math:`\mathcal{E}^+ = \emptyset`).
+        moe: ``True`` for the triplet MoE head, ``False`` for the "w/o MoE" fusion head.
+        templates: ``False`` is the "w/o Templates" (free experts) ablation.
+        num_experts: number of free experts (``templates=False`` only; default: pool size).
+        top_k, families, split, alpha, beta, delta, eps: MoE head options
+            (:class:`~magnet_pyg.nn.TripletMoEHead`).
+        dropout: dropout on the modality cues and inside the experts.
+        threshold, window, lambda_r, strategy, routing, switch_at: routing schedule
+            (:class:`~magnet_pyg.nn.EntropySchedule`; ``routing`` is its ``mode``:
+            ``entropy``, ``fixed``, ``coverage``, ``confidence`` or ``off``).
+        lambda_ctr: weight of the view contrast (Eq. 28; dual view only).
+        tau: InfoNCE temperature.
+    """
+
+    default_patience = 5
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        modality_dims: Dict[str, int],
+        embedding_dim: int = 64,
+        num_layers: int = 2,
+        view: str = "dual",
+        moe: bool = True,
+        templates: bool = True,
+        num_experts: Optional[int] = None,
+        top_k: int = 4,
+        families: Union[str, Sequence[str]] = "full",
+        split: int = 1,
+        alpha: float = 0.6,
+        beta: float = 0.2,
+        delta: float = 0.5,
+        eps: float = 0.05,
+        dropout: float = 0.1,
+        threshold: float = 0.9,
+        window: int = 3,
+        lambda_r: float = 0.3,
+        strategy: str = "lin",
+        routing: str = "entropy",
+        switch_at: Optional[int] = None,
+        lambda_ctr: float = 0.01,
+        tau: float = 0.5,
+    ):
+        super().__init__()
+        if len(modality_dims) < 2:
+            raise ValueError(
+                f"MAGNET needs at least two content modalities, the dataset has "
+                f"{len(modality_dims)} ({list(modality_dims)}); use --model lightgcn or --model bpr "
+                f"for interaction-only data")
+        if view not in ("dual", "single"):
+            raise ValueError(f"view must be 'dual' or 'single', got '{view}'")
+        for name, v in (("lambda_ctr", lambda_ctr), ("dropout", dropout)):
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.modalities = list(modality_dims)
+        self.view = view
+        self.lambda_ctr = lambda_ctr
+        self.tau = tau
+        self.encoder = DualViewEncoder(num_users, num_items, embedding_dim, num_layers)
+        self.cues = ModalityCues(modality_dims, embedding_dim, dropout=dropout)
+        if moe:
+            self.head = TripletMoEHead(embedding_dim, self.modalities, top_k=top_k, families=families,
+                                       split=split, alpha=alpha, beta=beta, delta=delta, eps=eps,
+                                       templates=templates, num_experts=num_experts, dropout=dropout)
+        else:
+            self.head = FusionHead(embedding_dim, len(self.modalities), dropout=dropout)
+        self.moe = moe
+        self.schedule = EntropySchedule(threshold, window, lambda_r, strategy, routing, switch_at)
+        self._epoch_pi: list = []
+
+    def reset_parameters(self) -> None:
+        self.encoder.reset_parameters()
+        self.cues.reset_parameters()
+        self.head.reset_parameters()
+        self.schedule.reset()
+
+    # ------------------------------------------------------------------ graph
+    def prepare(self, data: HeteroData) -> MagnetGraph:
+        """Normalised adjacencies of both views, the history-pooling matrix and the features.
+
+        The dual view needs the induced edges (:data:`~magnet_pyg.data.INDUCED`) on ``data``:
+        build them with :func:`magnet_pyg.graph.add_induced_edges`.
+        """
+        device = self.encoder.embedding.weight.device
+        U, I = num_users(data), num_items(data)
+        train = split_edge_index(data, "train")
+        adj_ui = bipartite_normalized_adjacency(train, U, I).to(device)
+        adj_uig = None
+        if self.view == "dual":
+            if INDUCED not in data.edge_types:
+                raise ValueError("view='dual' needs content-induced edges on the data: call "
+                                 "magnet_pyg.graph.add_induced_edges(data, k, r) first, or use view='single'")
+            both = torch.cat([train, data[INDUCED].edge_index], dim=1)
+            adj_uig = bipartite_normalized_adjacency(both, U, I).to(device)
+        user_item = row_normalized(train, U, I)
+        feats = modality_features(data)
+        missing = [m for m in self.modalities if m not in feats]
+        if missing:
+            raise ValueError(f"the data has no features for modalities {missing} (it has {list(feats)})")
+        return MagnetGraph(adj_ui, adj_uig, user_item.to(device), transpose_csr(user_item).to(device),
+                           tuple(feats[m].to(device) for m in self.modalities))
+
+    def forward(self, graph: MagnetGraph) -> MagnetOutput:
+        """Backbone (Eq. 4-6) and modality cues for all users and items."""
+        z, z_ui, z_uig = self.encoder(graph.adj_ui, graph.adj_uig)
+        h_u, h_i = self.cues(list(graph.features), graph.user_item, graph.item_user)
+        return MagnetOutput(z, z_ui, z_uig, h_u, h_i)
+
+    def pair_scores(self, out: MagnetOutput, users: Tensor, items: Tensor) -> MoEOutput:
+        """Head output (Eq. 16-21) for ``B`` (user, item) pairs."""
+        zu, zi = self.encoder.split(out.z)
+        return self.head(zu[users], zi[items], out.h_u[users], out.h_i[items])
+
+    # ------------------------------------------------------------------ training
+    def view_contrast(self, out: MagnetOutput, users: Tensor, items: Tensor) -> Tensor:
+        """Eq. 28: symmetric InfoNCE between the views, over batch users plus batch items."""
+        if out.z_uig is None:
+            return out.z.new_zeros(())
+        U = self.encoder.num_users
+        u, i = torch.unique(users), torch.unique(items) + U
+        return (view_infonce(out.z_ui[u], out.z_uig[u], self.tau)
+                + view_infonce(out.z_ui[i], out.z_uig[i], self.tau))
+
+    def loss(self, graph: MagnetGraph, users: Tensor, pos: Tensor, neg: Tensor) -> Tuple[Tensor, Logs]:
+        """Eq. 32 (without the weight decay, which the optimiser applies)."""
+        out = self(graph)
+        p, n = self.pair_scores(out, users, pos), self.pair_scores(out, users, neg)
+        rec = bpr_loss(p.score, n.score)
+        loss = rec
+        logs: Logs = {"bpr": rec.detach()}
+        if self.lambda_ctr > 0 and out.z_uig is not None:
+            ctr = self.view_contrast(out, users, pos)
+            loss = loss + self.lambda_ctr * ctr
+            logs["ctr"] = ctr.detach()
+        if self.moe:
+            sched = self.schedule.update(p.pi)     # routings of the observed pairs (Alg. 2, Pi)
+            if sched["lambda_cov"] > 0:
+                cov = coverage_loss(p.pi)
+                loss = loss + sched["lambda_cov"] * cov
+                logs["cov"] = cov.detach()
+            if sched["lambda_conf"] > 0:
+                conf = confidence_loss(p.pi)
+                loss = loss + sched["lambda_conf"] * conf
+                logs["conf"] = conf.detach()
+            logs.update({k: sched[k] for k in ("entropy_norm", "n_eff", "lambda_cov", "lambda_conf",
+                                               "stage", "counter")})
+            self._epoch_pi.append(p.pi.detach().mean(0))
+        return loss, logs
+
+    def epoch_logs(self) -> Logs:
+        """End-of-epoch schedule state and the epoch's routing statistics."""
+        if not self.moe:
+            return {}
+        logs: Logs = {"stage_end": float(self.schedule.stage), "counter_end": float(self.schedule.counter),
+                      "switch_step": float(self.schedule.switch_step),
+                      "step_end": float(self.schedule.step)}
+        if self._epoch_pi:
+            stats = routing_statistics(torch.stack(self._epoch_pi))
+            logs["epoch_n_eff"] = float(stats["n_eff"])
+            logs["epoch_entropy_norm"] = float(stats["entropy_norm"])
+            mean_pi = torch.stack(self._epoch_pi).mean(0)
+            logs["expert_mass"] = [float(v) for v in mean_pi]
+        self._epoch_pi = []
+        return logs
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def inference(self, graph: MagnetGraph) -> MagnetOutput:
+        return self(graph)
+
+    def score(self, state: MagnetOutput, users: Tensor, items: Optional[Tensor] = None) -> Tensor:
+        """Exact ``[B, I]`` full-ranking scores (factorised head) or ``[B]`` pair scores."""
+        zu, zi = self.encoder.split(state.z)
+        if items is None:
+            return self.head.score_all(zu[users], state.h_u[users], zi, state.h_i)
+        return self.head(zu[users], zi[items], state.h_u[users], state.h_i[items]).score
