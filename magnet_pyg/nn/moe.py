@@ -221,9 +221,6 @@ class TripletMoEHead(torch.nn.Module):
 
     def _select(self, logits: Tensor):
         """Top-K over the last dim and renormalised weights (Eq. 18-19)."""
-        if self.top_k == self.num_experts:
-            idx = torch.arange(self.num_experts, device=logits.device).expand_as(logits)
-            return idx, torch.softmax(logits, dim=-1), logits
         top_logits, idx = logits.topk(self.top_k, dim=-1)
         # softmax over the selected logits == pi_e / sum_{e' in TopK} pi_e' (Eq. 19), with
         # exactly zero gradient for the router rows of unselected experts.
@@ -241,6 +238,7 @@ class TripletMoEHead(torch.nn.Module):
         """
         r_u, r_i = _sources(z_u, cues_u), _sources(z_i, cues_i)
         self._check_sources(r_u)
+        self._check_sources(r_i)
         fu = self._side(r_u, self.f_weight, self.f_bias, drop=True)      # [E, B, h]
         gi = self._side(r_i, self.g_weight, self.g_bias, drop=True)      # [E, B, h]
         expert_scores = ((fu * gi) @ self.score.weight.view(-1)).t()     # [B, E]
@@ -256,42 +254,58 @@ class TripletMoEHead(torch.nn.Module):
                              f"got {r.size(1) - 1}")
 
     def score_all(self, z_u: Tensor, cues_u: Cues, z_i_all: Tensor, cues_i_all: Cues,
-                  item_chunk: int = 1024) -> Tensor:
+                  item_chunk: int = 256) -> Tensor:
         r"""Exact scores of ``B`` users against all ``I`` items (full ranking), no dropout.
 
         Differentiable; wrap it in :func:`torch.no_grad` for evaluation.
 
         Uses the factorisation: per expert ``S_e = (f_e(X_u) \odot v) g_e(X_I)^\top`` and router
-        logits ``W_U z_u + W_I z_i + b_r`` broadcast to ``[B, C, E]``; Top-K and
+        logits ``W_U z_u + W_I z_i + b_r`` broadcast to ``[E, B, C]``; Top-K and
         renormalisation are then taken per pair, exactly as in :meth:`forward`.
 
         Args:
             z_u: ``[B, d]``; cues_u: ``[B, M, d]``.
             z_i_all: ``[I, d]``; cues_i_all: ``[I, M, d]``.
-            item_chunk: items per chunk (memory ``~ 4 B * item_chunk * E`` floats).
+            item_chunk: items per chunk (peak memory about ``4 * E * B * item_chunk`` floats).
 
         Returns:
             ``[B, I]`` scores, equal to :meth:`forward` on every pair (up to float rounding).
         """
         r_u, r_i = _sources(z_u, cues_u), _sources(z_i_all, cues_i_all)
         self._check_sources(r_u)
+        self._check_sources(r_i)
         d = self.channels
         fu = self._side(r_u, self.f_weight, self.f_bias, drop=False)
         fu = fu * self.score.weight.view(1, 1, -1)                           # [E, B, h]
         w_r, b_r = self.router.weight, self.router.bias
-        lu = z_u @ w_r[:, :d].t() + b_r                                      # [B, E]
+        lu = (z_u @ w_r[:, :d].t() + b_r).t().unsqueeze(2)                  # [E, B, 1]
         out = z_u.new_empty(z_u.size(0), z_i_all.size(0))
         for start in range(0, z_i_all.size(0), item_chunk):
             sl = slice(start, start + item_chunk)
             gi = self._side(r_i[sl], self.g_weight, self.g_bias, drop=False)  # [E, C, h]
-            s = torch.bmm(fu, gi.transpose(1, 2)).permute(1, 2, 0)           # [B, C, E]
-            logits = lu.unsqueeze(1) + (z_i_all[sl] @ w_r[:, d:].t()).unsqueeze(0)
-            idx, weight, _ = self._select(logits)
-            if self.top_k == self.num_experts:
-                out[:, sl] = (weight * s).sum(-1)
-            else:
-                out[:, sl] = (weight * s.gather(-1, idx)).sum(-1)
+            s = torch.bmm(fu, gi.transpose(1, 2))                             # [E, B, C]
+            logits = lu + (z_i_all[sl] @ w_r[:, d:].t()).t().unsqueeze(1)     # [E, B, C]
+            out[:, sl] = self._topk_mix(logits, s)
         return out + self.score.bias
+
+    def _topk_mix(self, logits: Tensor, s: Tensor) -> Tensor:
+        r"""``sum_{e in TopK} softmax_{TopK}(logits)_e * s_e`` over dim 0 of ``[E, B, C]``
+        tensors (Eq. 18-20), with elementwise ops only (much faster than ``topk`` +
+        ``softmax`` on a tiny last dimension). The ``K``-th largest logit is found by ``K - 1``
+        rounds of removing the running maximum; exact ties between logits (a measure-zero
+        event) may then select more than ``K`` experts."""
+        top = logits.amax(dim=0)
+        kth = top
+        if self.top_k < self.num_experts:
+            cur = logits.clone()
+            for _ in range(self.top_k - 1):
+                cur.masked_fill_(cur >= kth, float("-inf"))
+                kth = cur.amax(dim=0)
+        weight = torch.sub(logits, top).exp_()
+        if self.top_k < self.num_experts:
+            weight.masked_fill_(logits < kth, 0.0)
+        den = weight.sum(0)
+        return weight.mul_(s).sum(0).div_(den)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, hidden={self.hidden_channels}, "
@@ -394,7 +408,7 @@ class FusionHead(torch.nn.Module):
         return MoEOutput(score, ones, idx, ones)
 
     def score_all(self, z_u: Tensor, cues_u: Cues, z_i_all: Tensor, cues_i_all: Cues,
-                  item_chunk: int = 1024) -> Tensor:
+                  item_chunk: int = 256) -> Tensor:
         """``[B, I]`` exact scores against all items (no dropout)."""
         fu = self._side(z_u, cues_u, self.f, False) * self.score.weight.view(1, -1)
         out = z_u.new_empty(z_u.size(0), z_i_all.size(0))
