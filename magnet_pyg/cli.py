@@ -134,6 +134,106 @@ def _magnet() -> ModelSpec:
     return add, build
 
 
+# ----------------------------------------------------------------------------- peers (FREEDOM, AnchorRec, CRANE, RecGOAT)
+def _peer_spec(module: str, cls_name: str, options) -> ModelSpec:
+    """Spec of a peer model: one ``--<module>-<arg>`` flag per constructor argument in ``options``
+    (``(arg, type, help)``; type ``bool`` gives ``--X/--no-X``, ``"floats"`` a list), whose default
+    is the constructor's; ``--dim`` is the shared embedding size; training defaults (lr, batch
+    size) come from the class's ``default_train``."""
+    import importlib
+    import inspect
+
+    def cls():
+        return getattr(importlib.import_module(f".models.{module}", __package__), cls_name)
+
+    def add(g):
+        params = inspect.signature(cls()).parameters
+        for arg, typ, hlp in options:
+            flag, default = f"--{module}-{arg.replace('_', '-')}", params[arg].default
+            if typ is bool:
+                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=hlp)
+            elif typ == "floats":
+                g.add_argument(flag, type=float, nargs="+", default=default, help=hlp)
+            else:
+                g.add_argument(flag, type=typ, default=default, help=hlp)
+
+    def build(args, data):
+        from .data import modality_features
+        dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
+        kw = {arg: getattr(args, f"{module}_{arg}") for arg, _, _ in options}
+        model = cls()(num_users(data), num_items(data), dims, embedding_dim=args.dim, **kw)
+        return model, data, {"dim": args.dim, **kw, "modalities": list(dims)}, dict(cls().default_train)
+    return add, build
+
+
+@register("freedom")
+def _freedom() -> ModelSpec:
+    return _peer_spec("freedom", "FREEDOM", [
+        ("knn_k", int, "item kNN neighbours per modality"),
+        ("mm_weights", "floats", "item-graph weight per modality, in the dataset's modality order "
+                                 "(default: equal; FREEDOM: 0.1 image 0.9 text)"),
+        ("num_mm_layers", int, "propagation layers on the item-item graph"),
+        ("num_ui_layers", int, "LightGCN layers on the pruned user-item graph"),
+        ("edge_dropout", float, "fraction of user-item edges pruned each epoch (degree-sensitive)"),
+        ("feat_weight", float, "weight of the BPR terms on projected raw features"),
+        ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
+    ])
+
+
+@register("anchorrec")
+def _anchorrec() -> ModelSpec:
+    return _peer_spec("anchorrec", "AnchorRec", [
+        ("knn_k", int, "item kNN neighbours per feature"),
+        ("num_ui_layers", int, "LightGCN layers"),
+        ("num_ii_layers", int, "item-item smoothing layers"),
+        ("aal_weight", float, "lambda_1 of L_AAL (anchor-aligned InfoNCE)"),
+        ("amp_weight", float, "lambda_2 of L_AMP (similarity preservation)"),
+        ("amp_modality_weight", float, "L_AMP weight of each single modality (anchor: 1)"),
+        ("tau", float, "InfoNCE temperature"),
+        ("recon_weight", float, "lambda_recon of the anchor correction MLP(p_mm)"),
+        ("mix_weights", "floats", "alpha per modality for p_mix (default: uniform)"),
+        ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
+        ("user_modality_views", bool, "add the users' pooled modality views to the user representation"),
+        ("anchor_modality", str, "dataset modality used as the joint anchor feature "
+                                 "(default: concatenation of all modalities)"),
+    ])
+
+
+@register("crane")
+def _crane() -> ModelSpec:
+    return _peer_spec("crane", "CRANE", [
+        ("knn_k", int, "item kNN neighbours per modality (item-item graph)"),
+        ("num_ui_layers", int, "layers on the user-item graph"),
+        ("num_ii_layers", int, "layers on the item-item graph"),
+        ("num_rounds", int, "recursive cross-modal attention rounds R"),
+        ("num_heads", int, "attention heads"),
+        ("cl_weight", float, "weight of the behaviour/semantic InfoNCE"),
+        ("tau", float, "InfoNCE temperature"),
+        ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
+        ("profile", str, "user multimodal profile: sum | mean of the user's items' features"),
+        ("attention_dropout", float, "dropout on the attention weights"),
+        ("normalize_features", bool, "row-L2-normalise the raw item features"),
+        ("id_on_item_graph", bool, "also propagate item ID embeddings over the item-item graph"),
+    ])
+
+
+@register("recgoat")
+def _recgoat() -> ModelSpec:
+    return _peer_spec("recgoat", "RecGOAT", [
+        ("knn_k", int, "item kNN neighbours per modality"),
+        ("user_knn_k", int, "user kNN neighbours (user-user graph)"),
+        ("num_ui_layers", int, "LightGCN layers (ID side)"),
+        ("heads", int, "GAT attention heads"),
+        ("dropout", float, "GAT attention dropout"),
+        ("cmcl_weight", float, "weight of the cross-modal contrastive loss"),
+        ("tau", float, "CMCL temperature"),
+        ("ot_eps", float, "Sinkhorn entropic regularisation (relative to the max cost)"),
+        ("ot_iters", int, "Sinkhorn iterations"),
+        ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
+        ("normalize_features", bool, "row-L2-normalise the raw item features"),
+    ])
+
+
 # ----------------------------------------------------------------------------- parser
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate a model",
@@ -165,6 +265,17 @@ def _train_parser(sub) -> None:
     t.add_argument("--out", default=None, help="run folder: checkpoints and results.json")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--fanout", type=int, nargs="+", default=None, metavar="F",
+                   help="neighbour-sampled training (lightgcn, magnet): neighbours sampled per layer and "
+                        "relation, one value per layer, -1 = all (e.g. --fanout 10 10); evaluation then "
+                        "uses the exact layer-wise inference")
+    t.add_argument("--sampling-workers", type=int, default=0,
+                   help="CPU worker processes preparing the sampled subgraphs (with --fanout)")
+    t.add_argument("--chunk-size", type=int, default=65536,
+                   help="nodes per chunk of the exact layer-wise inference (with --fanout)")
+    t.add_argument("--dist-backend", choices=["auto", "gloo", "nccl"], default="auto",
+                   help="torch.distributed backend under torchrun (auto: nccl on cuda, gloo on cpu); "
+                        "--batch-size is the global batch, sharded across processes")
     for name, (add, _) in MODELS.items():
         g = p.add_argument_group(f"model options ({name})")
         try:
@@ -173,11 +284,34 @@ def _train_parser(sub) -> None:
             pass
 
 
+def _interpret_parsers(sub) -> None:
+    """``report`` and ``explain``: routing interpretability of a MAGNET run (magnet_pyg.interpret)."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("report", formatter_class=fmt,
+                       help="routing report of a MAGNET run: figures + JSON in RUN/report/")
+    p.add_argument("--run", required=True, help="run folder of a MAGNET run (train --out)")
+    p.add_argument("--compare", default=None, metavar="SV_RUN_DIR",
+                   help="single-view run on the same data: adds the DV-vs-SV bucket diagnostics")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--out", default=None, help="output folder (default RUN/report)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p = sub.add_parser("explain", formatter_class=fmt,
+                       help="a user's recommendations with their routing attribution")
+    p.add_argument("--run", required=True, help="run folder of a MAGNET run (train --out)")
+    p.add_argument("--user", type=int, required=True)
+    p.add_argument("--top", type=int, default=10, help="length N of the top-N list")
+    p.add_argument("--item", type=int, nargs="+", default=None,
+                   help="explain these (user, item) pairs instead of the top-N list")
+    p.add_argument("--out", default=None, help="output folder (default RUN/report)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magnet-pyg", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _interpret_parsers(sub)
     return parser
 
 
@@ -202,6 +336,8 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
                   out_dir=args.out, resume=args.resume, progress=not args.no_progress)
     TrainConfig(batch_size=args.batch_size or 1, lr=args.lr or 1.0, weight_decay=args.weight_decay or 0.0,
                 **common).validate()  # bad options fail before anything heavy starts
+    from .train.distributed import check_scale_options, make_trainer, world_info
+    scale = check_scale_options(args)  # fanout, world size, device; joins torchrun's process group
     data = load_dataset(args.data, seed=args.data_seed, drop_cold_start=not args.keep_cold_start)
     if args.resplit_seed is not None:
         data = resplit(data, args.resplit_seed)
@@ -214,11 +350,36 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
                       weight_decay=pick("weight_decay", 0.0), **common)
     extra = {"model_options": opts, "data": args.data, "data_seed": args.data_seed,
              "resplit_seed": args.resplit_seed, "dataset_stats": describe(data)}
-    results = Trainer(cfg, extra).fit(model, data, model_name=args.model)
-    print(format_table(results))
-    if args.out:
-        print(f"results written to {args.out}/results.json")
+    results = make_trainer(cfg, extra, scale).fit(model, data, model_name=args.model)
+    if world_info()[0] == 0:  # metrics once (rank 0 under torchrun)
+        print(format_table(results))
+        if args.out:
+            print(f"results written to {args.out}/results.json")
     return results
+
+
+def cmd_report(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .interpret import write_report
+    rep = write_report(args.run, compare=args.compare, split=args.split, out_dir=args.out)
+    r = rep["routing"]
+    print(f"{args.split} routing: N_eff {r['n_eff']:.2f} of {r['num_experts']}, HHI {r['hhi']:.3f}, "
+          f"Div {r['div']:.3f}" + (f", content share {r['content_share']:.3f}" if "content_share" in r else ""))
+    for name, path in rep["files"].items():
+        print(f"  {name}: {path}")
+    return rep
+
+
+def cmd_explain(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .interpret import format_explanation, write_explanation
+    d = write_explanation(args.run, args.user, top_n=args.top, items=args.item, out_dir=args.out)
+    print(format_explanation(d))
+    for name, path in d["files"].items():
+        print(f"  {name}: {path}")
+    return d
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -228,6 +389,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "train":
             cmd_train(args)
+        elif args.command == "report":
+            cmd_report(args)
+        elif args.command == "explain":
+            cmd_explain(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"magnet-pyg: error: {e}", file=sys.stderr)
         return 2
