@@ -88,6 +88,8 @@ def _magnet() -> ModelSpec:
         g.add_argument("--lambda-ctr", type=float, default=None, help="view-contrast weight")
         g.add_argument("--tau", type=float, default=None, help="InfoNCE temperature")
         g.add_argument("--dropout", type=float, default=None)
+        g.add_argument("--feature-norm", choices=["l2", "none"], default="l2",
+                       help="row-normalise raw modality features before the cue projections")
         a = g.add_mutually_exclusive_group()
         a.add_argument("--no-routing-reg", action="store_true", help="ablation: lambda_r = 0")
         a.add_argument("--fixed-switch", type=int, metavar="EPOCH", default=None,
@@ -122,7 +124,7 @@ def _magnet() -> ModelSpec:
                     window=val("window", "window"), lambda_r=val("lambda_r", "lambda_r"),
                     strategy=args.strategy, routing=routing, switch_at=switch_at,
                     lambda_ctr=0.0 if args.no_view_contrast else val("lambda_ctr", "lambda_ctr"),
-                    tau=val("tau", "tau"))
+                    tau=val("tau", "tau"), feature_norm=args.feature_norm)
         model = MAGNET(num_users(data), num_items(data), dims, **opts)  # validates before the kNN
         k, r = val("knn_k", "k"), val("expand_r", "r")
         if args.view == "dual":
@@ -231,6 +233,7 @@ def _recgoat() -> ModelSpec:
         ("ot_iters", int, "Sinkhorn iterations"),
         ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
         ("normalize_features", bool, "row-L2-normalise the raw item features"),
+        ("fusion_init", float, "initial fusion weight of the ID view (the rest shared by the modalities)"),
     ])
 
 

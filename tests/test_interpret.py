@@ -339,7 +339,9 @@ def test_routing_relies_on_the_informative_modality():
                              modalities=(("good", 32, 0.1), ("noise", 32, 100.0)))
         data = synthetic(spec, seed=seed)
         torch.manual_seed(seed)
-        model = _magnet(data, embedding_dim=32)
+        # raw features: L2-normalising pure noise turns it into a per-item random ID, which
+        # is informative in its own right (see MAGNET's feature_norm)
+        model = _magnet(data, embedding_dim=32, feature_norm="none")
         cfg = TrainConfig(epochs=10, batch_size=512, lr=1e-2, patience=100, seed=seed,
                           progress=False)
         Trainer(cfg).fit(model, data, "magnet")

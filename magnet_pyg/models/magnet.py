@@ -102,6 +102,10 @@ class MAGNET(Recommender):
             ``entropy``, ``fixed``, ``coverage``, ``confidence`` or ``off``).
         lambda_ctr: weight of the view contrast (Eq. 28; dual view only).
         tau: InfoNCE temperature.
+        feature_norm: ``"l2"`` (default) scales every item's raw modality vector to unit
+            norm before the projection (the cosine geometry of Eq. 1), so that raw feature
+            magnitudes (TikTok's visual features reach 13) cannot swamp the ID embeddings in
+            the expert dot products; ``"none"`` feeds the raw features.
     """
 
     default_patience = 5
@@ -133,6 +137,7 @@ class MAGNET(Recommender):
         switch_at: Optional[int] = None,
         lambda_ctr: float = 0.01,
         tau: float = 0.5,
+        feature_norm: str = "l2",
     ):
         super().__init__()
         if len(modality_dims) < 2:
@@ -147,6 +152,9 @@ class MAGNET(Recommender):
                 raise ValueError(f"{name} must be >= 0, got {v}")
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
+        if feature_norm not in ("l2", "none"):
+            raise ValueError(f"feature_norm must be 'l2' or 'none', got '{feature_norm}'")
+        self.feature_norm = feature_norm
         self.modalities = list(modality_dims)
         self.view = view
         self.lambda_ctr = lambda_ctr
@@ -192,8 +200,16 @@ class MAGNET(Recommender):
         missing = [m for m in self.modalities if m not in feats]
         if missing:
             raise ValueError(f"the data has no features for modalities {missing} (it has {list(feats)})")
+        xs = [self.transform_features(feats[m].to(device)) for m in self.modalities]
         return MagnetGraph(adj_ui, adj_uig, user_item.to(device), transpose_csr(user_item).to(device),
-                           tuple(feats[m].to(device) for m in self.modalities))
+                           tuple(xs))
+
+    def transform_features(self, x: Tensor) -> Tensor:
+        """Row-wise input transform of a raw ``[N, d_m]`` modality matrix (``feature_norm``);
+        row-wise, so it may be applied to any chunk of items."""
+        if self.feature_norm == "l2":
+            return torch.nn.functional.normalize(x, dim=1)  # zero rows stay zero
+        return x
 
     def forward(self, graph: MagnetGraph) -> MagnetOutput:
         """Backbone (Eq. 4-6) and modality cues for all users and items."""
