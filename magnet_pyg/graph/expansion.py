@@ -20,11 +20,14 @@ among those reachable from :math:`\mathcal I_u` (the structural non-zeros of
 Users without training items get no induced edge; a user with fewer than ``r``
 reachable unobserved items gets all of them.
 
-The product is computed over chunks of users (bounded number of expanded
-``(user, item)`` entries per chunk, never a dense users x items matrix), summed in
-``float64`` in a fixed order, and ranked by ``(score desc, item id asc)`` on the
-``float32`` score that is stored, so the result is a deterministic function of the
-training pairs (as a set) and :math:`S`.
+The product is a sparse-sparse ``torch.sparse.mm`` on CSR matrices in ``float64``, over
+chunks of users (a bounded number of ``(u, i, j)`` products per chunk, never a dense
+users x items matrix); observed pairs are removed exactly by multiplying with
+:math:`S - \infty I` instead of :math:`S`. Candidates are ranked by
+``(score desc, item id asc)`` on the ``float32`` score that is stored. The training
+pairs are canonicalised (sorted, de-duplicated) first, so the result depends on the
+training pairs as a set and on :math:`S` only; it is bit-for-bit reproducible run to run
+on the same machine and thread count (the sparse kernel sums each row in a fixed order).
 """
 from __future__ import annotations
 
@@ -191,26 +194,33 @@ def expand_candidates(train_edge_index: Tensor, similarity: Tensor, num_users: i
 def _top_r(product: Tensor, r: int) -> Tuple[Tensor, Tensor, Tensor]:
     """``(local user, item, float32 score)`` of the top-``r`` unobserved candidates per
     row of a chunk's CSR product, sorted by ``(user asc, score desc, item asc)`` (the
-    kernel's column order within a row is not relied upon)."""
+    kernel's column order within a row is not relied upon).
+
+    Observed pairs (``-inf``) sort last in their row; the few that survive the top-``r``
+    cut (rows with fewer than ``r`` candidates) are dropped afterwards."""
     crow = product.crow_indices().long()
     n_rows = crow.numel() - 1
-    u = torch.repeat_interleave(torch.arange(n_rows), crow[1:] - crow[:-1])
-    val = product.values()
-    keep = val > float("-inf")                                  # drop observed pairs
-    u, col, score = u[keep], product.col_indices()[keep].long(), val[keep].float()
+    count = crow[1:] - crow[:-1]
+    u = torch.repeat_interleave(torch.arange(n_rows), count)
+    col = product.col_indices()
+    score = product.values().float()
     key, order = _score_order_key(u, score).sort()              # (user asc, score desc)
-    col, score = col[order], score[order]
+    del u
     tie = key[1:] == key[:-1]
     if bool(tie.any()):  # equal (user, score): order those runs by item id
         run = torch.zeros(key.numel(), dtype=torch.bool)
         run[1:] |= tie
         run[:-1] |= tie
         idx = run.nonzero().view(-1)
-        sub_col, p = col[idx].sort(stable=True)
+        sub = order[idx]
+        p = col[sub].sort(stable=True).indices
         p2 = key[idx][p].sort(stable=True).indices
-        col[idx] = sub_col[p2]
-    u = key >> 32
-    count = torch.bincount(u, minlength=n_rows)
-    rank = torch.arange(u.numel()) - (torch.cumsum(count, 0) - count)[u]
+        order[idx] = sub[p][p2]
+    rank = torch.arange(key.numel()) - torch.repeat_interleave(crow[:-1], count)
     sel = rank < r                                               # top-r per user
-    return u[sel], col[sel], score[sel]
+    u, order = key[sel] >> 32, order[sel]
+    col, score = col[order].long(), score[order]
+    keep = score > float("-inf")                                 # drop observed pairs
+    if not bool(keep.all()):
+        u, col, score = u[keep], col[keep], score[keep]
+    return u, col, score

@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from ..data.schema import (INDUCED, INDUCED_BY, ITEM, RATED_BY, RATES, modality_names, num_items,
+from ..data.schema import (INDUCED, INDUCED_BY, RATED_BY, RATES, modality_names, num_items,
                            num_users, split_edge_index)
 from .cache import cache_file, digest, load_cached, save_atomic
 from .expansion import check_r, expand_candidates, item_similarity
-from .knn import (EXACT_LIMIT, ANNParams, _check_k, _resolve_for, build_item_knn, check_features,
+from .knn import (EXACT_LIMIT, ANNParams, _build_knn, _check_k, _resolve_for, checked_modalities,
                   knn_cache_key)
 
 log = logging.getLogger(__name__)
@@ -66,22 +66,14 @@ def induced_edges(data: HeteroData, k: int, r: int, backend: str = "auto",
         with ``info`` holding ``k``, ``r``, ``modalities``, ``backend`` and ``recall`` per
         modality, ``num_edges``, ``cache_hit`` and ``seconds`` per stage.
     """
-    names = list(modalities) if modalities is not None else modality_names(data)
-    if not names:
-        raise ValueError("the dataset has no content modality (data.modalities is empty): "
-                         "induced edges need item features")
     n_u, n_i = num_users(data), num_items(data)
+    names = list(modalities) if modalities is not None else modality_names(data)
     for name in names:
         _check_k(k, n_i, name)
     check_r(r, n_i)
-    files = getattr(data, "modality_files", None) or {}
-    feats = {}
-    for name in names:
-        if f"x_{name}" not in data[ITEM]:
-            raise ValueError(f"modality '{name}' not found: data['item'] has no 'x_{name}'")
-        feats[name], _ = check_features(data[ITEM][f"x_{name}"], name, n_i,
-                                        str(files[name]) if name in files else None,
-                                        warn_zero=False)
+    checked = checked_modalities(data, names)          # validated once (errors name the modality)
+    names = list(checked)
+    feats = {m: xn[0] for m, xn in checked.items()}
     train = split_edge_index(data, "train")
     backends = {m: _resolve_for(x, backend, exact_limit) for m, x in feats.items()}
     seconds: Dict[str, float] = {}
@@ -98,8 +90,8 @@ def induced_edges(data: HeteroData, k: int, r: int, backend: str = "auto",
             return {"edge_index": hit["edge_index"], "edge_weight": hit["edge_weight"], "info": info}
 
     t = time.perf_counter()
-    knn = build_item_knn(data, k, backend, ann, cache_dir, names, recall_sample, device,
-                         progress, exact_limit)
+    knn = _build_knn(checked, k, backend, ann, cache_dir, recall_sample, device, progress,
+                     exact_limit)
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()
     sim = item_similarity([g.to_sparse() for g in knn.values()], n_i)
