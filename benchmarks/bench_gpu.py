@@ -63,7 +63,7 @@ def load(name: str, seed: int):
 def run_one(data, preset, view, mode, args, dev):
     from magnet_pyg.data import modality_features, num_items, num_users, split_edge_index
     from magnet_pyg.evaluate import Evaluator
-    from magnet_pyg.evaluate.layerwise import LayerwiseGraph, layerwise_inference
+    from magnet_pyg.evaluate.layerwise import layerwise_inference
     from magnet_pyg.models.magnet import MAGNET, PRESETS
     from magnet_pyg.train import LinkSampler
     from magnet_pyg.train.sampled import prepare_sampled, sampled_loss
@@ -112,9 +112,10 @@ def run_one(data, preset, view, mode, args, dev):
             t_first = time.perf_counter()
     torch.cuda.synchronize(dev)
     t_end = time.perf_counter()
+    first_step = (t_first - t0) if t_first is not None else None
     measured = t_end - t_first if steps > 1 else t_end - t0
     per_step = measured / max(steps - 1, 1)
-    epoch_seconds = (t_first - t0) + per_step * (steps_per_epoch - 1)
+    epoch_seconds = (first_step or 0.0) + per_step * (steps_per_epoch - 1)
     train_peak = torch.cuda.max_memory_allocated(dev)
 
     evaluator = Evaluator(data, ks=(10, 20, 50), batch_size=args.eval_batch_size)
@@ -136,7 +137,7 @@ def run_one(data, preset, view, mode, args, dev):
         "fanout": args.fanout if mode == "sampled" else None,
         "batch_size": args.batch_size, "steps_per_epoch": steps_per_epoch, "steps_run": steps,
         "epoch_extrapolated": steps < steps_per_epoch,
-        "first_step_seconds": round(t_first - t0, 3) if t_first else None,
+        "first_step_seconds": round(first_step, 3) if first_step is not None else None,
         "seconds_per_step": round(per_step, 5),
         "epoch_seconds": round(epoch_seconds, 2),
         "samples_per_second": round(args.batch_size / per_step, 1),
@@ -165,6 +166,11 @@ def main():
         check_fanout(args.fanout, PRESETS["electronics"].layers)
     from common import write
     dev = torch.device(args.device)
+    if dev.type != "cuda":
+        print(f"bench_gpu: --device must be a CUDA device, got '{args.device}'", file=sys.stderr)
+        return 2
+    if dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.set_device(dev)
     gpu = torch.cuda.get_device_name(dev)
     rows, graphs = [], {}

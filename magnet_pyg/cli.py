@@ -234,6 +234,7 @@ def _recgoat() -> ModelSpec:
         ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
         ("normalize_features", bool, "row-L2-normalise the raw item features"),
         ("fusion_init", float, "initial fusion weight of the ID view (the rest shared by the modalities)"),
+        ("plan_update", str, "OAT plan refresh: epoch (stored with the weights) | step (authors' code)"),
     ])
 
 

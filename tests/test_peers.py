@@ -322,3 +322,18 @@ def test_freedom_resume_is_exact(data, tmp_path):
     resumed = fit(2, str(tmp_path), resume=True)
     assert [e["loss"] for e in resumed["epochs"]] == [e["loss"] for e in full["epochs"]]
     assert resumed["test"] == full["test"]
+
+
+def test_recgoat_plan_refreshed_per_epoch_and_saved(data):
+    m = _model(RecGOAT, data)
+    g = m.prepare(data)
+    assert not bool(m.plans_ready)
+    m.on_epoch_start(g, 0, torch.Generator().manual_seed(0))
+    assert bool(m.plans_ready) and m.training
+    assert torch.allclose(m.plans.sum(1), torch.full((2, 16), 1 / 16), atol=1e-3)
+    state = m.state_dict()
+    assert "plans" in state and "plans_ready" in state  # in checkpoints: resume uses the same plan
+    fresh = _model(RecGOAT, data)
+    fresh.load_state_dict(state)
+    m.eval(), fresh.eval()
+    assert torch.allclose(m.inference(g)[1], fresh.inference(g)[1])

@@ -16,7 +16,13 @@ from magnet_pyg.train.distributed import LargeGraphTrainer, ScaleConfig
 from magnet_pyg.train.sampled import (SubgraphSampler, add_view_degrees, batch_cues,
                                       check_fanout, encode_batch, prepare_sampled, sampled_loss)
 
-pytest.importorskip("torch_sparse", reason="NeighborLoader needs torch-sparse or pyg-lib")
+try:
+    from magnet_pyg.train.sampled import check_sampling_backend
+    check_sampling_backend()
+    HAS_SAMPLER = True
+except ValueError:  # neither pyg-lib nor torch-sparse: PyG cannot sample neighbours
+    HAS_SAMPLER = False
+needs_sampler = pytest.mark.skipif(not HAS_SAMPLER, reason="NeighborLoader needs pyg-lib or torch-sparse")
 
 
 def _with_induced(d, per_user=6, seed=1):
@@ -59,6 +65,7 @@ def test_bad_fanout(fanout, layers, msg):
     assert check_fanout([10, -1], 2) == [10, -1]
 
 
+@needs_sampler
 def test_bad_fanout_for_model():
     d = synthetic("tiny", seed=0)
     m = LightGCN(num_users(d), num_items(d), 8, 2)
@@ -77,6 +84,7 @@ def test_degrees_are_node_attributes(tiny_dv):
 
 
 # ----------------------------------------------------------------------------- equivalence
+@needs_sampler
 @pytest.mark.parametrize("trim", [True, False])
 def test_lightgcn_fanout_all_equals_full_graph(trim):
     d = synthetic("tiny", seed=0)
@@ -98,6 +106,7 @@ def test_lightgcn_fanout_all_equals_full_graph(trim):
         assert torch.allclose(gf, gs, atol=1e-6)
 
 
+@needs_sampler
 @pytest.mark.parametrize("view", ["dual", "single"])
 def test_magnet_fanout_all_equals_full_graph(tiny_dv, view):
     m = _magnet(tiny_dv, view)
@@ -130,6 +139,7 @@ def test_magnet_fanout_all_equals_full_graph(tiny_dv, view):
         assert int(m1.schedule.step) == int(m2.schedule.step) == 1
 
 
+@needs_sampler
 def test_sampling_respects_fanout_and_rescale_is_unbiased(tiny_dv):
     d = tiny_dv
     s = SubgraphSampler(d, [2, 2], ("ui", "uig"))
@@ -187,6 +197,7 @@ def _cfg(**kw):
     return TrainConfig(**base)
 
 
+@needs_sampler
 def test_sampled_trainer_lightgcn_reproducible_and_learns(tmp_path):
     d = synthetic("tiny", seed=0)
     runs = []
@@ -202,6 +213,7 @@ def test_sampled_trainer_lightgcn_reproducible_and_learns(tmp_path):
     assert (tmp_path / "a" / "results.json").exists()
 
 
+@needs_sampler
 def test_sampled_trainer_magnet_dv_with_workers(tiny_dv):
     m = _magnet(tiny_dv, "dual", dropout=0.1)
     t = LargeGraphTrainer(_cfg(epochs=1, batch_size=256),
@@ -221,3 +233,54 @@ def test_full_mode_world1_matches_plain_trainer():
         res.append(T(_cfg()).fit(m, d, "lightgcn"))
     assert [e["loss"] for e in res[0]["epochs"]] == [e["loss"] for e in res[1]["epochs"]]
     assert res[0]["test"] == res[1]["test"]
+
+
+# ----------------------------------------------------------------------------- GPU
+@needs_sampler
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_sampled_equivalence_layerwise_and_training(tiny_dv):
+    dev = torch.device("cuda")
+    m = _magnet(tiny_dv, "dual").to(dev)
+    g = prepare_sampled(m, tiny_dv, [-1, -1])
+    out = m(m.prepare(tiny_dv))
+    U = num_users(tiny_dv)
+    for b in g.sampler.iterate(_batches(tiny_dv)):
+        b = b.to(dev)
+        z, _, _ = encode_batch(m.encoder, b, g.views)
+        nu = b.num_sub_users
+        assert torch.allclose(z[b.users_local], out.z[b.users], atol=1e-5)
+        assert torch.allclose(z[nu + b.pos_local], out.z[U + b.pos], atol=1e-5)
+        loss, _ = sampled_loss(m, g, b)
+        loss.backward()
+    m.eval()
+    st = layerwise_inference(m, LayerwiseGraph(tiny_dv, ("ui", "uig")), 17)
+    for a, r in zip(st, m.inference(m.prepare(tiny_dv))):
+        assert a.device.type == "cuda" and torch.allclose(a, r, atol=1e-5)
+    m2 = _magnet(tiny_dv, "dual", dropout=0.1)
+    res = LargeGraphTrainer(_cfg(epochs=1, device="cuda"), ScaleConfig(fanout=[5, 5], sampling_workers=2)
+                            ).fit(m2, tiny_dv, "magnet")
+    assert next(m2.parameters()).device.type == "cuda" and res["test"]["recall@20"] >= 0
+
+
+# ----------------------------------------------------------------------------- CLI
+@needs_sampler
+def test_cli_sampled_training_and_bad_inputs(tmp_path, capsys):
+    from magnet_pyg.cli import main
+    base = ["train", "--model", "lightgcn", "--data", "synthetic-tiny", "--epochs", "1", "--no-progress"]
+    assert main(base + ["--fanout", "5", "-1", "--chunk-size", "40", "--out", str(tmp_path / "r")]) == 0
+    import json
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["config"]["scale"]["fanout"] == [5, -1] and "recall@20" in res["test"]
+    for extra, msg in ((["--fanout", "5"], "one fanout per layer"),
+                       (["--fanout", "5", "0"], "-1 for all neighbours"),
+                       (["--fanout", "5", "-3"], "-1 for all neighbours"),
+                       (["--fanout", "5", "5", "--layers", "3"], "3 propagation layers"),
+                       (["--fanout", "5", "5", "--sampling-workers", "-1"], "sampling_workers"),
+                       (["--fanout", "5", "5", "--chunk-size", "0"], "chunk_size")):
+        assert main(base + extra) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["train", "--model", "bpr", "--data", "synthetic-tiny", "--fanout", "5", "5"]) == 2
+    assert "supports --model lightgcn / magnet" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(base + ["--device", "cuda", "--fanout", "5", "5"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err

@@ -21,6 +21,7 @@ summation order), so evaluation then runs the exact full ranking in user chunks:
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -90,8 +91,10 @@ class BipartiteCSR:
             val = cnt[a:b] * inv[row]
         else:
             raise ValueError(f"values must be 'sym' or 'row', got '{values}'")
-        return torch.sparse_csr_tensor(crow, c, val, (end - start, n_cols),
-                                       check_invariants=False).to(device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            return torch.sparse_csr_tensor(crow, c, val, (end - start, n_cols),
+                                           check_invariants=False).to(device)
 
 
 def _inv_sqrt(deg: Tensor) -> Tensor:

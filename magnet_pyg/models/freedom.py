@@ -5,13 +5,10 @@ Helpers (used by :mod:`~magnet_pyg.models.anchorrec`, :mod:`~magnet_pyg.models.c
 :mod:`~magnet_pyg.models.recgoat` too):
 
 * :func:`require_modalities` refuses datasets with fewer than two content modalities;
-* :func:`knn_edge_index` is an exact, chunked torch top-k cosine neighbour search
-  (:math:`O(N^2 d)` once, in chunks of rows so memory stays :math:`O(\text{chunk}\cdot N)`);
+* :func:`knn_edge_index` turns :func:`magnet_pyg.graph.knn.knn_search` (exact torch top-k
+  cosine, :math:`O(N^2 d)` once, chunked) into an edge list, optionally with self neighbours;
 * :func:`knn_normalized_adjacency` turns it into FREEDOM's frozen, normalised item-item matrix.
 
-.. note:: :func:`knn_edge_index` is a private stand-in for :mod:`magnet_pyg.graph.knn`
-   (FAISS / torch kNN), which did not exist yet when these models were written; it can be
-   swapped for it without changing the models' results (exact search either way).
 """
 from __future__ import annotations
 
@@ -61,35 +58,38 @@ def check_in_channels(in_channels: Mapping[str, int], data: HeteroData, model: s
 
 
 @torch.no_grad()
-def knn_edge_index(x: Tensor, k: int, include_self: bool = True, chunk_size: int = 2048) -> Tensor:
-    r"""Exact top-``k`` cosine neighbours of every row of ``x``.
+def knn_edge_index(x: Tensor, k: int, include_self: bool = True) -> Tensor:
+    r"""Exact top-``k`` cosine neighbours of every row of ``x`` as an edge list, via
+    :func:`magnet_pyg.graph.knn.knn_search` (``torch`` backend: exact, chunked, ties broken by
+    the smaller index, zero-norm rows without neighbours).
 
     Args:
-        x: ``[N, d]`` features (rows with zero norm get arbitrary neighbours).
+        x: ``[N, d]`` features.
         k: neighbours per row (clipped to ``N`` or ``N - 1``).
-        include_self: whether row ``n`` may be its own neighbour (FREEDOM and LATTICE take the
-            plain top-``k`` of the similarity matrix, whose diagonal is the maximum, so each item
-            is one of its own ``k`` neighbours).
-        chunk_size: rows scored at once.
+        include_self: make row ``n`` one of its own ``k`` neighbours (FREEDOM and LATTICE take
+            the plain top-``k`` of the similarity matrix, whose diagonal is the maximum): the
+            row itself plus its top ``k - 1`` other rows. Otherwise the top ``k`` other rows.
 
     Returns:
-        ``[2, N * k]`` long tensor of (row, neighbour) pairs, row-major, on ``x.device``.
+        ``[2, E]`` long tensor of (row, neighbour) pairs, row-major, on ``x.device``
+        (``E = N k`` unless rows have zero norm).
     """
+    from ..graph.knn import knn_search
     n = x.size(0)
     k = min(int(k), n if include_self else n - 1)
     if k < 1:
         raise ValueError(f"k must be >= 1 (N = {n}, include_self={include_self})")
-    xn = F.normalize(x.float(), dim=-1)
-    cols = []
-    for s in range(0, n, chunk_size):
-        sim = xn[s:s + chunk_size] @ xn.t()
-        if not include_self:
-            r = torch.arange(sim.size(0), device=x.device)
-            sim[r, r + s] = float("-inf")
-        cols.append(sim.topk(k, dim=-1).indices)
-    col = torch.cat(cols).reshape(-1)
-    row = torch.arange(n, device=x.device).repeat_interleave(k)
-    return torch.stack([row, col])
+    rows = torch.arange(n, device=x.device)
+    parts = [torch.stack([rows, rows])] if include_self else []
+    others = k - 1 if include_self else k
+    if others > 0:
+        index, _ = knn_search(x.float(), others, backend="torch", device=x.device, progress=False)
+        index = index.to(x.device)
+        row = rows.unsqueeze(1).expand_as(index)
+        ok = index >= 0
+        parts.append(torch.stack([row[ok], index[ok]]))
+    ei = torch.cat(parts, dim=1)
+    return ei[:, torch.argsort(ei[0] * n + ei[1], stable=True)] if include_self else ei
 
 
 def knn_normalized_adjacency(x: Tensor, k: int, include_self: bool = True) -> Tensor:

@@ -58,7 +58,6 @@ from ..data.schema import (INDUCED, INDUCED_BY, ITEM, RATED_BY, RATES, USER, mod
                            num_items, num_users, split_edge_index)
 from ..evaluate.ranking import CSRIndex
 from ..nn.losses import bpr_loss, confidence_loss, coverage_loss, embedding_l2, view_infonce
-from .sampling import LinkSampler
 
 __all__ = ["VIEW_RELATIONS", "check_fanout", "check_sampling_backend", "add_view_degrees",
            "sampling_graph", "SampledBatch", "SubgraphSampler", "view_subgraph", "hop_levels",
@@ -329,7 +328,9 @@ def _csr(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
     """``[n, n]`` CSR tensor from entries already sorted by row."""
     crow = torch.zeros(n + 1, dtype=torch.long, device=row.device)
     crow[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
-    return torch.sparse_csr_tensor(crow, col, value, (n, n), check_invariants=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(crow, col, value, (n, n), check_invariants=False)
 
 
 def propagate_subgraph(conv, x: Tensor, edge_index: Tensor, edge_weight: Tensor, num_layers: int,
@@ -567,7 +568,3 @@ def sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tuple[Tenso
         return magnet_sampled_loss(model, graph, batch)
     return lightgcn_sampled_loss(model, graph, batch)
 
-
-def epoch_batches(sampler: LinkSampler, generator: torch.Generator) -> List[Triplet]:
-    """All ``(users, pos, neg)`` batches of one epoch (see :meth:`LinkSampler.epoch`)."""
-    return list(sampler.epoch(generator))
