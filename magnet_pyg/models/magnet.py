@@ -232,31 +232,39 @@ class MAGNET(Recommender):
         return (view_infonce(out.z_ui[u], out.z_uig[u], self.tau)
                 + view_infonce(out.z_ui[i], out.z_uig[i], self.tau))
 
-    def loss(self, graph: MagnetGraph, users: Tensor, pos: Tensor, neg: Tensor) -> Tuple[Tensor, Logs]:
-        """Eq. 32 (without the weight decay, which the optimiser applies)."""
-        out = self(graph)
-        p, n = self.pair_scores(out, users, pos), self.pair_scores(out, users, neg)
-        rec = bpr_loss(p.score, n.score)
+    def uses_view_contrast(self, out: MagnetOutput) -> bool:
+        return self.lambda_ctr > 0 and out.z_uig is not None
+
+    def objective(self, pos: MoEOutput, neg: MoEOutput, ctr: Optional[Tensor] = None) -> Tuple[Tensor, Logs]:
+        """Eq. 32 (without the weight decay, which the optimiser applies) from the head outputs
+        of the positive and negative pairs and the view contrast (Eq. 28, or ``None``).
+        Advances the routing schedule with the positives' dense routings (Alg. 2, :math:`\Pi`)."""
+        rec = bpr_loss(pos.score, neg.score)
         loss = rec
         logs: Logs = {"bpr": rec.detach()}
-        if self.lambda_ctr > 0 and out.z_uig is not None:
-            ctr = self.view_contrast(out, users, pos)
+        if ctr is not None:
             loss = loss + self.lambda_ctr * ctr
             logs["ctr"] = ctr.detach()
         if self.moe:
-            sched = self.schedule.update(p.pi)     # routings of the observed pairs (Alg. 2, Pi)
+            sched = self.schedule.update(pos.pi)
             if sched["lambda_cov"] > 0:
-                cov = coverage_loss(p.pi)
+                cov = coverage_loss(pos.pi)
                 loss = loss + sched["lambda_cov"] * cov
                 logs["cov"] = cov.detach()
             if sched["lambda_conf"] > 0:
-                conf = confidence_loss(p.pi)
+                conf = confidence_loss(pos.pi)
                 loss = loss + sched["lambda_conf"] * conf
                 logs["conf"] = conf.detach()
             logs.update({k: sched[k] for k in ("entropy_norm", "n_eff", "lambda_cov", "lambda_conf",
                                                "stage", "counter")})
-            self._epoch_pi.append(p.pi.detach().mean(0))
+            self._epoch_pi.append(pos.pi.detach().mean(0))
         return loss, logs
+
+    def loss(self, graph: MagnetGraph, users: Tensor, pos: Tensor, neg: Tensor) -> Tuple[Tensor, Logs]:
+        """Eq. 32 on a full-graph forward (see :meth:`objective`)."""
+        out = self(graph)
+        ctr = self.view_contrast(out, users, pos) if self.uses_view_contrast(out) else None
+        return self.objective(self.pair_scores(out, users, pos), self.pair_scores(out, users, neg), ctr)
 
     def epoch_logs(self) -> Logs:
         """End-of-epoch schedule state and the epoch's routing statistics."""

@@ -57,7 +57,7 @@ from torch_geometric.data import HeteroData
 from ..data.schema import (INDUCED, INDUCED_BY, ITEM, RATED_BY, RATES, USER, modality_features,
                            num_items, num_users, split_edge_index)
 from ..evaluate.ranking import CSRIndex
-from ..nn.losses import bpr_loss, confidence_loss, coverage_loss, embedding_l2, view_infonce
+from ..nn.losses import bpr_loss, embedding_l2, view_infonce
 
 __all__ = ["VIEW_RELATIONS", "check_fanout", "check_sampling_backend", "add_view_degrees",
            "sampling_graph", "SampledBatch", "SubgraphSampler", "view_subgraph", "hop_levels",
@@ -536,31 +536,12 @@ def magnet_sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tupl
     zu, zp, zn = z[batch.users_local], z[nu + batch.pos_local], z[nu + batch.neg_local]
     h_u, (h_p, h_n) = batch_cues(model.cues, graph.features, graph.history, batch.users,
                                  [batch.pos, batch.neg])
-    p, n = model.head(zu, zp, h_u, h_p), model.head(zu, zn, h_u, h_n)
-    rec = bpr_loss(p.score, n.score)
-    loss = rec
-    logs: Dict = {"bpr": rec.detach()}
+    ctr = None
     if model.lambda_ctr > 0 and z_uig is not None:
         u = _unique_rows(batch.users, batch.users_local)
         i = nu + _unique_rows(batch.pos, batch.pos_local)
         ctr = (view_infonce(z_ui[u], z_uig[u], model.tau) + view_infonce(z_ui[i], z_uig[i], model.tau))
-        loss = loss + model.lambda_ctr * ctr
-        logs["ctr"] = ctr.detach()
-    if model.moe:
-        sched = model.schedule.update(p.pi)
-        if sched["lambda_cov"] > 0:
-            cov = coverage_loss(p.pi)
-            loss = loss + sched["lambda_cov"] * cov
-            logs["cov"] = cov.detach()
-        if sched["lambda_conf"] > 0:
-            conf = confidence_loss(p.pi)
-            loss = loss + sched["lambda_conf"] * conf
-            logs["conf"] = conf.detach()
-        logs.update({k: sched[k] for k in ("entropy_norm", "n_eff", "lambda_cov", "lambda_conf",
-                                           "stage", "counter")})
-        model._epoch_pi.append(p.pi.detach().mean(0))
-    return loss, logs
-
+    return model.objective(model.head(zu, zp, h_u, h_p), model.head(zu, zn, h_u, h_n), ctr)
 
 def sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tuple[Tensor, Dict]:
     """Training loss of ``model`` (LightGCN or MAGNET) on a sampled mini-batch."""
