@@ -12,6 +12,7 @@ from typing import Any, Dict
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+_LOAD_AT_START = os.getloadavg()  # taken at import, before the benchmark loads the machine
 
 
 def machine() -> Dict[str, Any]:
@@ -33,7 +34,8 @@ def machine() -> Dict[str, Any]:
     import torch_geometric
     info = {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": mem_gb, "python": platform.python_version(),
             "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
-            "torch_threads": torch.get_num_threads(), "load_avg_at_start": os.getloadavg()}
+            "torch_threads": torch.get_num_threads(), "load_avg_at_start": _LOAD_AT_START,
+            "load_avg_at_end": os.getloadavg()}
     try:
         import faiss
         info["faiss"] = faiss.__version__
