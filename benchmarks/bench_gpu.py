@@ -75,10 +75,7 @@ def run_one(data, preset, view, mode, args, dev):
     base = torch.cuda.memory_allocated(dev)
     torch.manual_seed(args.seed)
     dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-    model = MAGNET(num_users(data), num_items(data), dims, embedding_dim=pre.dim, num_layers=pre.layers,
-                   view=view, alpha=pre.alpha, beta=pre.beta, delta=pre.delta, dropout=pre.dropout,
-                   threshold=pre.threshold, window=pre.window, lambda_r=pre.lambda_r,
-                   lambda_ctr=pre.lambda_ctr, tau=pre.tau).to(dev)
+    model = MAGNET.from_preset(num_users(data), num_items(data), dims, preset, view=view).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
     t0 = time.perf_counter()
     if mode == "full":

@@ -112,10 +112,7 @@ def main():
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-    model = MAGNET(num_users(data), num_items(data), dims, embedding_dim=pre.dim, num_layers=pre.layers,
-                   view=args.view, alpha=pre.alpha, beta=pre.beta, delta=pre.delta,
-                   dropout=pre.dropout, threshold=pre.threshold, window=pre.window,
-                   lambda_r=pre.lambda_r, lambda_ctr=pre.lambda_ctr, tau=pre.tau)
+    model = MAGNET.from_preset(num_users(data), num_items(data), dims, "electronics", view=args.view)
     graph = prepare_sampled(model, data, args.fanout, num_workers=args.workers)
     sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), args.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)

@@ -49,12 +49,14 @@ def _bpr() -> ModelSpec:
 @register("lightgcn")
 def _lightgcn() -> ModelSpec:
     def add(g):
-        g.add_argument("--layers", type=int, default=2, help="propagation layers L (lightgcn, magnet)")
+        g.add_argument("--layers", type=int, default=None,
+                       help="propagation layers L (lightgcn: 2; magnet: its preset's)")
 
     def build(args, data):
         from .models.lightgcn import LightGCN
-        opts = {"dim": args.dim, "layers": args.layers, "reg_weight": args.reg_weight}
-        model = LightGCN(num_users(data), num_items(data), args.dim, args.layers, args.reg_weight)
+        layers = args.layers or 2
+        opts = {"dim": args.dim, "layers": layers, "reg_weight": args.reg_weight}
+        model = LightGCN(num_users(data), num_items(data), args.dim, layers, args.reg_weight)
         return model, data, opts, {}
     return add, build
 
@@ -99,6 +101,14 @@ def _magnet() -> ModelSpec:
         g.add_argument("--no-view-contrast", action="store_true", help="ablation: lambda_ctr = 0")
         g.add_argument("--free-experts", action="store_true", help="ablation: learned mixtures, no templates")
         g.add_argument("--no-moe", action="store_true", help="ablation: single fusion head over {z, h^m}")
+        g.add_argument("--expert-type", choices=["linear", "diag"], default=None,
+                       help="expert maps f_e, g_e: full linear or diagonal (lightweight)")
+        g.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                       help="add the behaviour dot product z_u.z_i to the head's score")
+        g.add_argument("--exclude-target", action=argparse.BooleanOptionalAction, default=True,
+                       help="leave a BPR positive out of its user's history pool while scoring it")
+        g.add_argument("--magnet-reg-weight", type=float, default=None,
+                       help="batch L2 on layer-0 embeddings (LightGCN style)")
 
     def build(args, data):
         from .data import modality_features
@@ -115,7 +125,7 @@ def _magnet() -> ModelSpec:
             steps = -(-int(data["user", "rates", "item"].edge_index.size(1)) // batch)
             switch_at = max(1, args.fixed_switch * steps)
         dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-        opts = dict(embedding_dim=args.dim if args.dim != 64 else pre.dim, num_layers=args.layers,
+        opts = dict(embedding_dim=args.dim if args.dim != 64 else pre.dim, num_layers=val("layers", "layers"),
                     view=args.view, moe=not args.no_moe, templates=not args.free_experts,
                     num_experts=args.experts if args.free_experts else None,
                     top_k=val("top_k", "top_k"), families=args.families, split=args.expert_split,
@@ -124,7 +134,9 @@ def _magnet() -> ModelSpec:
                     window=val("window", "window"), lambda_r=val("lambda_r", "lambda_r"),
                     strategy=args.strategy, routing=routing, switch_at=switch_at,
                     lambda_ctr=0.0 if args.no_view_contrast else val("lambda_ctr", "lambda_ctr"),
-                    tau=val("tau", "tau"), feature_norm=args.feature_norm)
+                    tau=val("tau", "tau"), feature_norm=args.feature_norm,
+                    expert_type=val("expert_type", "expert_type"), residual=val("residual", "residual"),
+                    reg_weight=val("magnet_reg_weight", "reg_weight"), exclude_target=args.exclude_target)
         model = MAGNET(num_users(data), num_items(data), dims, **opts)  # validates before the kNN
         k, r = val("knn_k", "k"), val("expand_r", "r")
         if args.view == "dual":

@@ -257,6 +257,7 @@ def test_gradients_reach_only_selected_experts_and_router():
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(top_k=1), dict(top_k=9),
+                                    dict(expert_type="diag"), dict(residual=True, top_k=2),
                                     dict(templates=False), dict(activation="relu",
                                                                 expert_init="xavier"),
                                     dict(families="bal+com", split=2, top_k=2,
@@ -317,7 +318,8 @@ def test_free_experts_learn_mixtures():
 
 @pytest.mark.parametrize("kwargs", [dict(top_k=10), dict(top_k=0), dict(num_modalities=0),
                                     dict(families="bal", top_k=4), dict(num_experts=5),
-                                    dict(expert_init="zeros"), dict(dropout=1.0)])
+                                    dict(expert_init="zeros"), dict(dropout=1.0),
+                                    dict(expert_type="mlp"), dict(expert_type="diag", hidden_channels=4)])
 def test_moe_bad_options(kwargs):
     kwargs = {"num_modalities": 2, **kwargs}
     with pytest.raises(ValueError):
@@ -403,3 +405,34 @@ def test_modality_cues_history_pooling():
         assert torch.allclose(h_u[u], expect, atol=1e-6)
     with pytest.raises(ValueError):
         cues({"vis": x["vis"]})
+
+
+def test_diag_experts_start_as_template_dot_products_and_residual_adds_behaviour():
+    torch.manual_seed(4)
+    z_u, z_i, c_u, c_i = _inputs()
+    head = TripletMoEHead(8, 2, expert_type="diag", top_k=9).eval()
+    assert head.f_weight.shape == (9, 1, 8)
+    w = head.expert_weights()                                   # [E, 3]
+    r_u, r_i = torch.cat([z_u[:, None], c_u], 1), torch.cat([z_i[:, None], c_i], 1)
+    x_u, x_i = torch.einsum("en,bnd->ebd", w, r_u), torch.einsum("en,bnd->ebd", w, r_i)
+    pi = torch.softmax(head.router_logits(z_u, z_i), -1)
+    expect = (pi * (x_u * x_i).sum(-1).t()).sum(-1)
+    assert torch.allclose(head(z_u, z_i, c_u, c_i).score, expect, atol=1e-5)
+    res = TripletMoEHead(8, 2, expert_type="diag", top_k=9, residual=True).eval()
+    res.load_state_dict(head.state_dict())
+    assert torch.allclose(res(z_u, z_i, c_u, c_i).score, expect + (z_u * z_i).sum(-1), atol=1e-5)
+
+
+def test_leave_one_out_cues_equal_pooling_without_the_target():
+    torch.manual_seed(9)
+    ui = _random_ui()
+    cues = ModalityCues({"vis": 5, "sound": 3}, 4)
+    x = {"vis": torch.randn(9, 5), "sound": torch.randn(9, 3)}
+    h_u, h_i = cues(x, row_normalized(ui, 7, 9))
+    deg = torch.bincount(ui[0], minlength=7)
+    users, items = ui
+    loo = ModalityCues.leave_one_out(h_u[users], h_i[items], deg[users])
+    for k, (u, i) in enumerate(ui.t().tolist()):
+        rest = [j for j in ui[1][ui[0] == u].tolist() if j != i]
+        expect = h_i[rest].mean(0) if rest else torch.zeros(2, 4)
+        assert torch.allclose(loo[k], expect, atol=1e-5)

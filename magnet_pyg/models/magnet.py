@@ -25,7 +25,7 @@ from ..data.schema import INDUCED, modality_features, num_items, num_users, spli
 from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized, transpose_csr
 from ..nn.cues import ModalityCues
 from ..nn.dual_view import DualViewEncoder
-from ..nn.losses import bpr_loss, confidence_loss, coverage_loss, view_infonce
+from ..nn.losses import bpr_loss, confidence_loss, coverage_loss, embedding_l2, view_infonce
 from ..nn.moe import FusionHead, MoEOutput, TripletMoEHead
 from ..nn.routing import EntropySchedule, routing_statistics
 from .base import Logs, Recommender
@@ -51,6 +51,18 @@ class MagnetPreset:
     lambda_ctr: float
     top_k: int = 4
     batch_size: int = 1024
+    expert_type: str = "linear"
+    residual: bool = False
+    reg_weight: float = 0.0
+
+    def model_kwargs(self) -> Dict[str, object]:
+        """The :class:`MAGNET` constructor arguments this preset sets (``k``, ``r`` and the
+        optimiser settings ``lr``, ``weight_decay``, ``batch_size`` are not model arguments)."""
+        return dict(embedding_dim=self.dim, num_layers=self.layers, alpha=self.alpha, beta=self.beta,
+                    delta=self.delta, threshold=self.threshold, window=self.window,
+                    lambda_r=self.lambda_r, dropout=self.dropout, tau=self.tau,
+                    lambda_ctr=self.lambda_ctr, top_k=self.top_k, expert_type=self.expert_type,
+                    residual=self.residual, reg_weight=self.reg_weight)
 
 
 #: Table 3 of the paper, plus dataset-agnostic defaults for any other dataset.
@@ -70,6 +82,7 @@ class MagnetGraph(NamedTuple):
     user_item: Tensor              # [U, I] row-normalised training matrix (history pooling)
     item_user: Tensor              # its transpose
     features: Tuple[Tensor, ...]   # per modality [I, d_m], in ``modalities`` order
+    user_degree: Tensor            # [U] number of training items per user
 
 
 class MagnetOutput(NamedTuple):
@@ -102,6 +115,15 @@ class MAGNET(Recommender):
             ``entropy``, ``fixed``, ``coverage``, ``confidence`` or ``off``).
         lambda_ctr: weight of the view contrast (Eq. 28; dual view only).
         tau: InfoNCE temperature.
+        expert_type, residual: expert maps and behaviour residual of the head
+            (:class:`~magnet_pyg.nn.TripletMoEHead`).
+        reg_weight: LightGCN-style L2 penalty on the layer-0 embeddings of the batch's users
+            and items (one reading of Eq. 32's :math:`\lambda\|\Theta\|^2`; the optimiser's
+            weight decay is the other, and both may be used).
+        exclude_target: ``True`` (default) removes a BPR positive from its user's history
+            pool while scoring it (:meth:`~magnet_pyg.nn.ModalityCues.leave_one_out`), so the
+            user-item cue products cannot fit training pairs through the target's self-match;
+            ``False`` pools the full history (the paper is silent).
         feature_norm: ``"l2"`` (default) scales every item's raw modality vector to unit
             norm before the projection (the cosine geometry of Eq. 1), so that raw feature
             magnitudes (TikTok's visual features reach 13) cannot swamp the ID embeddings in
@@ -138,6 +160,10 @@ class MAGNET(Recommender):
         lambda_ctr: float = 0.01,
         tau: float = 0.5,
         feature_norm: str = "l2",
+        expert_type: str = "linear",
+        residual: bool = False,
+        reg_weight: float = 0.0,
+        exclude_target: bool = True,
     ):
         super().__init__()
         if len(modality_dims) < 2:
@@ -147,7 +173,7 @@ class MAGNET(Recommender):
                 f"for interaction-only data")
         if view not in ("dual", "single"):
             raise ValueError(f"view must be 'dual' or 'single', got '{view}'")
-        for name, v in (("lambda_ctr", lambda_ctr), ("dropout", dropout)):
+        for name, v in (("lambda_ctr", lambda_ctr), ("dropout", dropout), ("reg_weight", reg_weight)):
             if v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         if tau <= 0:
@@ -159,17 +185,29 @@ class MAGNET(Recommender):
         self.view = view
         self.lambda_ctr = lambda_ctr
         self.tau = tau
+        self.reg_weight = reg_weight
+        self.exclude_target = exclude_target
         self.encoder = DualViewEncoder(num_users, num_items, embedding_dim, num_layers)
         self.cues = ModalityCues(modality_dims, embedding_dim, dropout=dropout)
         if moe:
             self.head = TripletMoEHead(embedding_dim, self.modalities, top_k=top_k, families=families,
                                        split=split, alpha=alpha, beta=beta, delta=delta, eps=eps,
-                                       templates=templates, num_experts=num_experts, dropout=dropout)
+                                       templates=templates, num_experts=num_experts, dropout=dropout,
+                                       expert_type=expert_type, residual=residual)
         else:
             self.head = FusionHead(embedding_dim, len(self.modalities), dropout=dropout)
         self.moe = moe
         self.schedule = EntropySchedule(threshold, window, lambda_r, strategy, routing, switch_at)
         self._epoch_pi: list = []
+
+    @classmethod
+    def from_preset(cls, num_users: int, num_items: int, modality_dims: Dict[str, int],
+                    preset: str = "default", **overrides) -> "MAGNET":
+        """A model with the hyper-parameters of :data:`PRESETS` ``[preset]``; keyword
+        arguments override single constructor arguments."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset '{preset}', choose from {sorted(PRESETS)}")
+        return cls(num_users, num_items, modality_dims, **{**PRESETS[preset].model_kwargs(), **overrides})
 
     def reset_parameters(self) -> None:
         self.encoder.reset_parameters()
@@ -201,8 +239,9 @@ class MAGNET(Recommender):
         if missing:
             raise ValueError(f"the data has no features for modalities {missing} (it has {list(feats)})")
         xs = [self.transform_features(feats[m].to(device)) for m in self.modalities]
+        degree = torch.bincount(train[0], minlength=U).to(device)
         return MagnetGraph(adj_ui, adj_uig, user_item.to(device), transpose_csr(user_item).to(device),
-                           tuple(xs))
+                           tuple(xs), degree)
 
     def transform_features(self, x: Tensor) -> Tensor:
         """Row-wise input transform of a raw ``[N, d_m]`` modality matrix (``feature_norm``);
@@ -217,10 +256,17 @@ class MAGNET(Recommender):
         h_u, h_i = self.cues(list(graph.features), graph.user_item, graph.item_user)
         return MagnetOutput(z, z_ui, z_uig, h_u, h_i)
 
-    def pair_scores(self, out: MagnetOutput, users: Tensor, items: Tensor) -> MoEOutput:
-        """Head output (Eq. 16-21) for ``B`` (user, item) pairs."""
+    def pair_scores(self, out: MagnetOutput, users: Tensor, items: Tensor,
+                    degree: Optional[Tensor] = None) -> MoEOutput:
+        """Head output (Eq. 16-21) for ``B`` (user, item) pairs. Give ``degree`` (``[U]``
+        training-item counts) when every item is a training item of its user (BPR positives)
+        and ``exclude_target`` is set: the user cues then leave the target out of the history
+        pool (:meth:`~magnet_pyg.nn.ModalityCues.leave_one_out`)."""
         zu, zi = self.encoder.split(out.z)
-        return self.head(zu[users], zi[items], out.h_u[users], out.h_i[items])
+        h_u, h_i = out.h_u[users], out.h_i[items]
+        if degree is not None and self.exclude_target:
+            h_u = ModalityCues.leave_one_out(h_u, h_i, degree[users])
+        return self.head(zu[users], zi[items], h_u, h_i)
 
     # ------------------------------------------------------------------ training
     def view_contrast(self, out: MagnetOutput, users: Tensor, items: Tensor) -> Tensor:
@@ -235,13 +281,19 @@ class MAGNET(Recommender):
     def uses_view_contrast(self, out: MagnetOutput) -> bool:
         return self.lambda_ctr > 0 and out.z_uig is not None
 
-    def objective(self, pos: MoEOutput, neg: MoEOutput, ctr: Optional[Tensor] = None) -> Tuple[Tensor, Logs]:
-        """Eq. 32 (without the weight decay, which the optimiser applies) from the head outputs
-        of the positive and negative pairs and the view contrast (Eq. 28, or ``None``).
-        Advances the routing schedule with the positives' dense routings (Alg. 2, :math:`\Pi`)."""
+    def objective(self, pos: MoEOutput, neg: MoEOutput, ctr: Optional[Tensor] = None,
+                  reg: Optional[Tensor] = None) -> Tuple[Tensor, Logs]:
+        r"""Eq. 32 (the optimiser applies the weight decay) from the head outputs of the
+        positive and negative pairs, the view contrast (Eq. 28, or ``None``) and the batch
+        embedding penalty (:func:`~magnet_pyg.nn.losses.embedding_l2` of the layer-0 rows,
+        weighted by ``reg_weight``, or ``None``). Advances the routing schedule with the
+        positives' dense routings (Alg. 2, :math:`\Pi`)."""
         rec = bpr_loss(pos.score, neg.score)
         loss = rec
         logs: Logs = {"bpr": rec.detach()}
+        if reg is not None and self.reg_weight > 0:
+            loss = loss + self.reg_weight * reg
+            logs["reg"] = reg.detach()
         if ctr is not None:
             loss = loss + self.lambda_ctr * ctr
             logs["ctr"] = ctr.detach()
@@ -264,7 +316,10 @@ class MAGNET(Recommender):
         """Eq. 32 on a full-graph forward (see :meth:`objective`)."""
         out = self(graph)
         ctr = self.view_contrast(out, users, pos) if self.uses_view_contrast(out) else None
-        return self.objective(self.pair_scores(out, users, pos), self.pair_scores(out, users, neg), ctr)
+        e0, U = self.encoder.embedding.weight, self.encoder.num_users
+        reg = embedding_l2(e0[users], e0[U + pos], e0[U + neg]) if self.reg_weight > 0 else None
+        return self.objective(self.pair_scores(out, users, pos, graph.user_degree),
+                              self.pair_scores(out, users, neg), ctr, reg)
 
     def epoch_logs(self) -> Logs:
         """End-of-epoch schedule state and the epoch's routing statistics."""

@@ -121,6 +121,27 @@ class ModalityCues(torch.nn.Module):
         out = sparse_mm(user_item, h_items.reshape(num_items, m * d), adj_t=item_user)
         return out.view(-1, m, d)
 
+    @staticmethod
+    def leave_one_out(h_u: Tensor, h_i: Tensor, degree: Tensor) -> Tensor:
+        r"""User cues with the target item removed from the history pool,
+        :math:`\mathbf h_u^{m,(-i)} = (|\mathcal I_u|\,\mathbf h_u^m - \mathbf h_i^m) / (|\mathcal I_u| - 1)`
+        (zero when :math:`|\mathcal I_u| \le 1`).
+
+        Use it for training pairs whose item is one of the user's training items (BPR
+        positives): the plain pool contains the target itself, so a model scoring
+        :math:`\mathbf h_u^\top \mathbf h_i` can fit training pairs through the
+        :math:`\|\mathbf h_i\|^2 / |\mathcal I_u|` self-match, a shortcut that never exists for
+        held-out items. Removing it keeps training pairs distributed like test pairs.
+
+        Args:
+            h_u: ``[B, M, d]`` pooled user cues (from :meth:`pool_users`, same item cues).
+            h_i: ``[B, M, d]`` cues of the target items (the very tensors that were pooled).
+            degree: ``[B]`` number of training items of each user.
+        """
+        deg = degree.to(h_u.dtype).view(-1, 1, 1)
+        out = (deg * h_u - h_i) / (deg - 1).clamp(min=1)
+        return torch.where(deg > 1, out, torch.zeros_like(out))
+
     def forward(self, x: Features, user_item: Optional[Tensor] = None,
                 item_user: Optional[Tensor] = None) -> Tuple[Optional[Tensor], Tensor]:
         r"""Item cues and (when ``user_item`` is given) pooled user cues.

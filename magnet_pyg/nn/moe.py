@@ -91,6 +91,14 @@ class TripletMoEHead(torch.nn.Module):
         expert_init: ``"identity"`` (default; :math:`W_{f,e} = W_{g,e} = I` plus 0.01 noise,
             :math:`\mathbf v = \mathbf 1`, so each expert starts as the dot product
             :math:`\mathbf x_u^\top \mathbf x_i`) or ``"xavier"``.
+        expert_type: ``"linear"`` (default): :math:`f_e, g_e` are full ``d x d'`` affine maps;
+            ``"diag"``: the "lightweight transformation" of Section 3.3 taken literally,
+            :math:`f_e(\mathbf x) = \mathbf a_e \odot \mathbf x + \mathbf b_e` (``d' = d``),
+            2d parameters per side instead of d^2; it cannot memorise pairs through the
+            expert maps, which matters on sparse data.
+        residual: ``True`` adds the plain behaviour score :math:`\mathbf z_u^\top\mathbf z_i`
+            to Eq. 21, so the experts learn a correction on top of the backbone's dot product
+            (content is used only where the routed experts improve on it).
         behavior: name of the behaviour source used in expert labels.
 
     Shapes:
@@ -117,6 +125,8 @@ class TripletMoEHead(torch.nn.Module):
         dropout: float = 0.0,
         activation: Optional[str] = None,
         expert_init: str = "identity",
+        expert_type: str = "linear",
+        residual: bool = False,
         behavior: str = "B",
     ) -> None:
         super().__init__()
@@ -130,6 +140,10 @@ class TripletMoEHead(torch.nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         _check_init(expert_init)
+        if expert_type not in ("linear", "diag"):
+            raise ValueError(f"expert_type must be 'linear' or 'diag', got '{expert_type}'")
+        if expert_type == "diag" and hidden_channels not in (None, channels):
+            raise ValueError("expert_type='diag' keeps the size: hidden_channels must equal channels")
         pool = triplet_expert_pool(modalities, families, split, alpha, beta, delta, eps, behavior)
         if templates:
             if num_experts is not None and num_experts != len(pool):
@@ -152,6 +166,8 @@ class TripletMoEHead(torch.nn.Module):
         self.templates = templates
         self.dropout = dropout
         self.expert_init = expert_init
+        self.expert_type = expert_type
+        self.residual = residual
         self.pool: Optional[ExpertPool] = pool if templates else None
         self.sources = pool.sources
 
@@ -163,9 +179,10 @@ class TripletMoEHead(torch.nn.Module):
             self.register_buffer("template_weights", None)
             self.mix_logits = torch.nn.Parameter(torch.zeros(E, self.num_sources))
         self.router = torch.nn.Linear(2 * d, E)
-        self.f_weight = torch.nn.Parameter(torch.empty(E, d, h))
+        shape = (E, d, h) if expert_type == "linear" else (E, 1, d)
+        self.f_weight = torch.nn.Parameter(torch.empty(*shape))
         self.f_bias = torch.nn.Parameter(torch.empty(E, h))
-        self.g_weight = torch.nn.Parameter(torch.empty(E, d, h))
+        self.g_weight = torch.nn.Parameter(torch.empty(*shape))
         self.g_bias = torch.nn.Parameter(torch.empty(E, h))
         self.score = torch.nn.Linear(h, 1)
         self.act = activation_resolver(activation) if activation is not None else None
@@ -180,7 +197,11 @@ class TripletMoEHead(torch.nn.Module):
             torch.nn.init.zeros_(self.mix_logits)
         for w, b in ((self.f_weight, self.f_bias), (self.g_weight, self.g_bias)):
             for e in range(self.num_experts):
-                if self.expert_init == "identity":
+                if self.expert_type == "diag":
+                    torch.nn.init.ones_(w.data[e])
+                    if self.expert_init != "identity":
+                        w.data[e].add_(0.1 * torch.randn_like(w.data[e]))
+                elif self.expert_init == "identity":
                     torch.nn.init.eye_(w.data[e])
                     w.data[e].add_(0.01 * torch.randn_like(w.data[e]))
                 else:
@@ -208,7 +229,10 @@ class TripletMoEHead(torch.nn.Module):
     def _side(self, r: Tensor, weight: Tensor, bias: Tensor, drop: bool) -> Tensor:
         """``r [N, n, d]`` -> expert side transforms ``[E, N, h]`` (Eq. 10 then f_e / g_e)."""
         x = torch.einsum("en,bnd->ebd", self.expert_weights().to(r.dtype), r)
-        out = torch.baddbmm(bias.unsqueeze(1), x, weight)
+        if self.expert_type == "diag":
+            out = torch.addcmul(bias.unsqueeze(1), x, weight)
+        else:
+            out = torch.baddbmm(bias.unsqueeze(1), x, weight)
         if self.act is not None:
             out = self.act(out)
         if drop:
@@ -246,6 +270,8 @@ class TripletMoEHead(torch.nn.Module):
         pi = torch.softmax(logits, dim=-1)
         idx, weight, _ = self._select(logits)
         score = (weight * expert_scores.gather(1, idx)).sum(-1) + self.score.bias
+        if self.residual:
+            score = score + (z_u * z_i).sum(-1)
         return MoEOutput(score, pi, idx, weight)
 
     def _check_sources(self, r: Tensor) -> None:
@@ -286,6 +312,8 @@ class TripletMoEHead(torch.nn.Module):
             s = torch.bmm(fu, gi.transpose(1, 2))                             # [E, B, C]
             logits = lu + (z_i_all[sl] @ w_r[:, d:].t()).t().unsqueeze(1)     # [E, B, C]
             out[:, sl] = self._topk_mix(logits, s)
+            if self.residual:
+                out[:, sl] += z_u @ z_i_all[sl].t()
         return out + self.score.bias
 
     def _topk_mix(self, logits: Tensor, s: Tensor) -> Tensor:
@@ -310,7 +338,8 @@ class TripletMoEHead(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, hidden={self.hidden_channels}, "
                 f"modalities={self.num_modalities}, experts={self.num_experts}, "
-                f"top_k={self.top_k}, templates={self.templates}")
+                f"top_k={self.top_k}, templates={self.templates}, expert_type={self.expert_type}, "
+                f"residual={self.residual}")
 
 
 class FusionHead(torch.nn.Module):

@@ -433,7 +433,7 @@ def check_scale_options(args) -> Optional[ScaleConfig]:
         if args.model not in SAMPLED_MODELS:
             raise ValueError(f"--fanout (sampled training) supports --model {' / '.join(SAMPLED_MODELS)}, "
                              f"not '{args.model}'")
-        check_fanout(fanout, getattr(args, "layers", len(fanout)))
+        check_fanout(fanout, getattr(args, "layers", None) or len(fanout))
         check_sampling_backend()
     scale = ScaleConfig(fanout=list(fanout) if fanout is not None else None, sampling_workers=workers,
                         chunk_size=chunk, backend=backend)

@@ -57,6 +57,7 @@ from torch_geometric.data import HeteroData
 from ..data.schema import (INDUCED, INDUCED_BY, ITEM, RATED_BY, RATES, USER, modality_features,
                            num_items, num_users, split_edge_index)
 from ..evaluate.ranking import CSRIndex
+from ..nn.cues import ModalityCues
 from ..nn.losses import bpr_loss, embedding_l2, view_infonce
 
 __all__ = ["VIEW_RELATIONS", "check_fanout", "check_sampling_backend", "add_view_degrees",
@@ -541,7 +542,14 @@ def magnet_sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tupl
         u = _unique_rows(batch.users, batch.users_local)
         i = nu + _unique_rows(batch.pos, batch.pos_local)
         ctr = (view_infonce(z_ui[u], z_uig[u], model.tau) + view_infonce(z_ui[i], z_uig[i], model.tau))
-    return model.objective(model.head(zu, zp, h_u, h_p), model.head(zu, zn, h_u, h_n), ctr)
+    reg = None
+    if model.reg_weight > 0:
+        e0, U = model.encoder.embedding.weight, model.encoder.num_users
+        reg = embedding_l2(e0[batch.users], e0[U + batch.pos], e0[U + batch.neg])
+    h_up = h_u
+    if model.exclude_target:
+        h_up = ModalityCues.leave_one_out(h_u, h_p, graph.history.degree(batch.users.cpu()).to(h_u.device))
+    return model.objective(model.head(zu, zp, h_up, h_p), model.head(zu, zn, h_u, h_n), ctr, reg)
 
 def sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tuple[Tensor, Dict]:
     """Training loss of ``model`` (LightGCN or MAGNET) on a sampled mini-batch."""
