@@ -72,7 +72,7 @@ def _magnet() -> ModelSpec:
         g.add_argument("--view", choices=["dual", "single"], default="dual", help="MAGNET-DV or MAGNET-SV")
         g.add_argument("--knn-k", type=int, default=None, help="item kNN neighbours k (Eq. 1)")
         g.add_argument("--expand-r", type=int, default=None, help="candidates per user r (Eq. 2-3)")
-        g.add_argument("--knn-backend", default="auto", help="auto | torch | faiss | faiss-ivf | faiss-hnsw")
+        g.add_argument("--knn-backend", default="auto", help="auto | torch | faiss | faiss-pca | faiss-ivf | faiss-hnsw")
         g.add_argument("--graph-cache", default=".cache/graph", help="folder caching E+ ('' disables)")
         g.add_argument("--top-k", type=int, default=None, help="experts activated per pair K")
         g.add_argument("--families", default="full", help="full | bal | bal+dom | bal+com | dom+com")
@@ -105,6 +105,8 @@ def _magnet() -> ModelSpec:
                        help="expert maps f_e, g_e: full linear or diagonal (lightweight)")
         g.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
                        help="add the behaviour dot product z_u.z_i to the head's score")
+        g.add_argument("--induced-weight", type=float, default=None,
+                       help="weight of an induced edge relative to an observed one in G_UIG")
         g.add_argument("--exclude-target", action=argparse.BooleanOptionalAction, default=True,
                        help="leave a BPR positive out of its user's history pool while scoring it")
         g.add_argument("--magnet-reg-weight", type=float, default=None,
@@ -136,7 +138,8 @@ def _magnet() -> ModelSpec:
                     lambda_ctr=0.0 if args.no_view_contrast else val("lambda_ctr", "lambda_ctr"),
                     tau=val("tau", "tau"), feature_norm=args.feature_norm,
                     expert_type=val("expert_type", "expert_type"), residual=val("residual", "residual"),
-                    reg_weight=val("magnet_reg_weight", "reg_weight"), exclude_target=args.exclude_target)
+                    reg_weight=val("magnet_reg_weight", "reg_weight"), exclude_target=args.exclude_target,
+                    induced_weight=val("induced_weight", "induced_weight"))
         model = MAGNET(num_users(data), num_items(data), dims, **opts)  # validates before the kNN
         k, r = val("knn_k", "k"), val("expand_r", "r")
         if args.view == "dual":

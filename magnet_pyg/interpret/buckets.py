@@ -48,20 +48,16 @@ DIFFICULTY = ("Easy", "Medium", "Hard")
 ACTIVITY = ("Head", "Mid", "Tail")
 
 
-@torch.no_grad()
-def knn_neighbors(x: Tensor, k: int, chunk: int = 2048) -> Tensor:
-    r"""``[I, k]`` indices of each row's top-``k`` cosine neighbours (itself excluded)."""
+def knn_neighbors(x: Tensor, k: int) -> Tensor:
+    r"""``[I, k]`` indices of each row's top-``k`` cosine neighbours, itself excluded: the
+    exact item kNN of Eq. 1 (:func:`magnet_pyg.graph.knn_search`, ``torch`` backend, same
+    tie-breaking as the induced edges); missing neighbours (zero rows) are ``-1``."""
+    from ..graph.knn import knn_search
     n = x.size(0)
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, {n - 1}], got {k}")
-    xn = torch.nn.functional.normalize(x.float(), dim=1)
-    out = torch.empty(n, k, dtype=torch.long)
-    for s in range(0, n, chunk):
-        sim = xn[s:s + chunk] @ xn.t()
-        rows = torch.arange(sim.size(0))
-        sim[rows, rows + s] = float("-inf")
-        out[s:s + chunk] = sim.topk(k, dim=1).indices.cpu()
-    return out
+    index, _ = knn_search(x.float(), k, backend="torch", device="cpu", progress=False)
+    return index
 
 
 @torch.no_grad()
@@ -87,8 +83,9 @@ def visibility(data: Any, pairs: Tensor, k: int = 20,
     hits = torch.zeros(u.numel(), dtype=torch.float64)
     total = 0
     for nb in neighbors.values():
-        cand = u.unsqueeze(1) * I + nb[i]                      # [P, k]
-        hits += torch.isin(cand, keys).sum(1).double()
+        nbi = nb[i]
+        cand = u.unsqueeze(1) * I + nbi                        # [P, k]
+        hits += (torch.isin(cand, keys) & (nbi >= 0)).sum(1).double()
         total += nb.size(1)
     return (hits / total).float()
 

@@ -54,6 +54,7 @@ class MagnetPreset:
     expert_type: str = "linear"
     residual: bool = False
     reg_weight: float = 0.0
+    induced_weight: float = 1.0
 
     def model_kwargs(self) -> Dict[str, object]:
         """The :class:`MAGNET` constructor arguments this preset sets (``k``, ``r`` and the
@@ -62,7 +63,8 @@ class MagnetPreset:
                     delta=self.delta, threshold=self.threshold, window=self.window,
                     lambda_r=self.lambda_r, dropout=self.dropout, tau=self.tau,
                     lambda_ctr=self.lambda_ctr, top_k=self.top_k, expert_type=self.expert_type,
-                    residual=self.residual, reg_weight=self.reg_weight)
+                    residual=self.residual, reg_weight=self.reg_weight,
+                    induced_weight=self.induced_weight)
 
 
 #: Table 3 of the paper, plus dataset-agnostic defaults for any other dataset.
@@ -124,6 +126,11 @@ class MAGNET(Recommender):
             pool while scoring it (:meth:`~magnet_pyg.nn.ModalityCues.leave_one_out`), so the
             user-item cue products cannot fit training pairs through the target's self-match;
             ``False`` pools the full history (the paper is silent).
+        induced_weight: weight of every content-induced edge in :math:`\mathcal G_{UIG}`
+            relative to an observed edge (weight 1) before the symmetric normalisation;
+            ``1.0`` (default) is the paper's plain union. With ``r`` candidates per user and
+            only a handful of observed items, a smaller weight keeps the augmented view
+            anchored on behaviour when the content is weak.
         feature_norm: ``"l2"`` (default) scales every item's raw modality vector to unit
             norm before the projection (the cosine geometry of Eq. 1), so that raw feature
             magnitudes (TikTok's visual features reach 13) cannot swamp the ID embeddings in
@@ -164,6 +171,7 @@ class MAGNET(Recommender):
         residual: bool = False,
         reg_weight: float = 0.0,
         exclude_target: bool = True,
+        induced_weight: float = 1.0,
     ):
         super().__init__()
         if len(modality_dims) < 2:
@@ -187,6 +195,9 @@ class MAGNET(Recommender):
         self.tau = tau
         self.reg_weight = reg_weight
         self.exclude_target = exclude_target
+        if induced_weight <= 0:
+            raise ValueError(f"induced_weight must be > 0, got {induced_weight}")
+        self.induced_weight = induced_weight
         self.encoder = DualViewEncoder(num_users, num_items, embedding_dim, num_layers)
         self.cues = ModalityCues(modality_dims, embedding_dim, dropout=dropout)
         if moe:
@@ -231,8 +242,12 @@ class MAGNET(Recommender):
             if INDUCED not in data.edge_types:
                 raise ValueError("view='dual' needs content-induced edges on the data: call "
                                  "magnet_pyg.graph.add_induced_edges(data, k, r) first, or use view='single'")
-            both = torch.cat([train, data[INDUCED].edge_index], dim=1)
-            adj_uig = bipartite_normalized_adjacency(both, U, I).to(device)
+            induced = data[INDUCED].edge_index
+            both = torch.cat([train, induced], dim=1)
+            weight = None
+            if self.induced_weight != 1.0:
+                weight = torch.cat([torch.ones(train.size(1)), torch.full((induced.size(1),), self.induced_weight)])
+            adj_uig = bipartite_normalized_adjacency(both, U, I, weight).to(device)
         user_item = row_normalized(train, U, I)
         feats = modality_features(data)
         missing = [m for m in self.modalities if m not in feats]

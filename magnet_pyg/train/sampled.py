@@ -493,6 +493,10 @@ def prepare_sampled(model, data: HeteroData, fanout: Sequence[int], num_workers:
     without materialising any full-graph adjacency."""
     kind = _model_kind(model)
     fanout = check_fanout(fanout, model.encoder.num_layers)
+    if getattr(model, "induced_weight", 1.0) != 1.0:
+        raise ValueError(f"neighbour-sampled training samples the plain union G_UI + E+; "
+                         f"induced_weight={model.induced_weight} is only supported in full-graph training "
+                         f"(drop --fanout or use --induced-weight 1)")
     views = model_views(model)
     sampler = SubgraphSampler(data, fanout, views, num_workers)
     device = model.encoder.embedding.weight.device
