@@ -419,6 +419,7 @@ def test_diag_experts_start_as_template_dot_products_and_residual_adds_behaviour
     expect = (pi * (x_u * x_i).sum(-1).t()).sum(-1)
     assert torch.allclose(head(z_u, z_i, c_u, c_i).score, expect, atol=1e-5)
     res = TripletMoEHead(8, 2, expert_type="diag", top_k=9, residual=True).eval()
+    assert torch.allclose(res(z_u, z_i, c_u, c_i).score, (z_u * z_i).sum(-1), atol=1e-6)  # starts as z.z
     res.load_state_dict(head.state_dict())
     assert torch.allclose(res(z_u, z_i, c_u, c_i).score, expect + (z_u * z_i).sum(-1), atol=1e-5)
 

@@ -97,8 +97,9 @@ class TripletMoEHead(torch.nn.Module):
             2d parameters per side instead of d^2; it cannot memorise pairs through the
             expert maps, which matters on sparse data.
         residual: ``True`` adds the plain behaviour score :math:`\mathbf z_u^\top\mathbf z_i`
-            to Eq. 21, so the experts learn a correction on top of the backbone's dot product
-            (content is used only where the routed experts improve on it).
+            to Eq. 21 and initialises the Score head :math:`\mathbf v` to zero, so the model
+            starts as the backbone's dot product and the experts learn a correction on top of
+            it (content is used only where the routed experts improve on it).
         behavior: name of the behaviour source used in expert labels.
 
     Shapes:
@@ -207,7 +208,10 @@ class TripletMoEHead(torch.nn.Module):
                 else:
                     torch.nn.init.xavier_uniform_(w.data[e])
             torch.nn.init.zeros_(b)
-        if self.expert_init == "identity":
+        if self.residual:   # start exactly at the backbone's dot product
+            torch.nn.init.zeros_(self.score.weight)
+            torch.nn.init.zeros_(self.score.bias)
+        elif self.expert_init == "identity":
             torch.nn.init.ones_(self.score.weight)
             torch.nn.init.zeros_(self.score.bias)
         else:
