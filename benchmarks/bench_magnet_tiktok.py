@@ -9,7 +9,7 @@ evaluation time, and, over one instrumented epoch, the seconds spent in the back
 (Eq. 4-6), the cues (Eq. 7-8), the head and losses (Eq. 9-32), the backward pass and the
 optimiser step; plus the cost of one propagation (forward + backward) over each view's
 adjacency, whose non-zeros are reported (the augmented view carries the ``r`` induced edges of
-every user). Writes ``benchmarks/results/magnet_tiktok_<device>.json``.
+every user). Writes ``benchmarks/results/magnet_tiktok_<device>_r<r>.json``.
 """
 import argparse
 import statistics
@@ -26,7 +26,8 @@ from magnet_pyg.data import default_data_root, load_mmrec, modality_features, nu
 from magnet_pyg.data import split_edge_index  # noqa: E402
 from magnet_pyg.evaluate import Evaluator  # noqa: E402
 from magnet_pyg.graph import add_induced_edges  # noqa: E402
-from magnet_pyg.models.magnet import MAGNET, PRESETS  # noqa: E402
+from magnet_pyg.models.magnet import MAGNET, PRESETS, MagnetOutput  # noqa: E402
+from magnet_pyg.nn.losses import embedding_l2  # noqa: E402
 from magnet_pyg.train import LinkSampler  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,11 +90,12 @@ def run(view):
             t = clock.lap("backbone_forward", t)
             h_u, h_i = model.cues(list(graph.features), graph.user_item, graph.item_user)
             t = clock.lap("cues_forward", t)
-            from magnet_pyg.models.magnet import MagnetOutput
             out = MagnetOutput(z, z_ui, z_uig, h_u, h_i)
             ctr = model.view_contrast(out, u, i) if model.uses_view_contrast(out) else None
-            loss, _ = model.objective(model.pair_scores(out, u, i, graph.user_degree),
-                                      model.pair_scores(out, u, j), ctr)
+            h = model.triple_user_cues(out, u, i, graph.user_degree)
+            e0, nu = model.encoder.embedding.weight, model.encoder.num_users
+            reg = embedding_l2(e0[u], e0[nu + i], e0[nu + j]) if model.reg_weight > 0 else None
+            loss, _ = model.objective(model.pair_scores(out, u, i, h), model.pair_scores(out, u, j, h), ctr, reg)
             t = clock.lap("head_and_losses_forward", t)
             opt.zero_grad()
             loss.backward()
@@ -133,7 +135,7 @@ def run(view):
 
 
 results = {view: run(view) for view in args.views}
-write(f"magnet_tiktok_{dev.type}", {
+write(f"magnet_tiktok_{dev.type}_r{r}", {
     "dataset": "tiktok", "preset": args.preset, "knn_k": k, "expand_r": r,
     "induced_edges": int(data["user", "induced", "item"].num_edges), "graph_build_seconds": graph_seconds,
     "batch_size": args.batch_size, "steps_per_epoch": len(sampler), "valid_users": int(

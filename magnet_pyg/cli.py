@@ -268,7 +268,7 @@ def _train_parser(sub) -> None:
                    help="keep valid/test rows of users without training rows (MMRec drops them)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=200)
-    t.add_argument("--batch-size", type=int, default=None, help="default: the model's (2048; MAGNET 1024)")
+    t.add_argument("--batch-size", type=int, default=None, help="default: the model's (2048; MAGNET: its preset's)")
     t.add_argument("--lr", type=float, default=None, help="default: the model's (1e-3)")
     t.add_argument("--weight-decay", type=float, default=None,
                    help="Adam L2 on all parameters (default: the model's; 0 for bpr/lightgcn)")

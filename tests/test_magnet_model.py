@@ -48,7 +48,8 @@ def test_positives_are_scored_without_themselves_in_the_history(tiny_dv):
     out = model(graph)
     train = split_edge_index(tiny_dv, "train")
     u, i = train[:, :40]
-    loo = model.pair_scores(out, u, i, graph.user_degree).score
+    h_loo = model.triple_user_cues(out, u, i, graph.user_degree)
+    loo = model.pair_scores(out, u, i, h_loo).score
     for k in range(40):
         hist = train[1][train[0] == u[k]]
         rest = hist[hist != i[k]]
@@ -57,7 +58,8 @@ def test_positives_are_scored_without_themselves_in_the_history(tiny_dv):
         ref = model.head(zu[u[k]][None], zi[i[k]][None], h_u, out.h_i[i[k]][None]).score
         assert torch.allclose(loo[k], ref[0], atol=1e-5)
     model.exclude_target = False
-    plain = model.pair_scores(out, u, i, graph.user_degree).score
+    assert torch.equal(model.triple_user_cues(out, u, i, graph.user_degree), out.h_u[u])
+    plain = model.pair_scores(out, u, i).score
     assert torch.allclose(plain, model.score(out, u, i), atol=1e-6)
     assert not torch.allclose(plain, loo)
 

@@ -127,11 +127,12 @@ class ModalityCues(torch.nn.Module):
         :math:`\mathbf h_u^{m,(-i)} = (|\mathcal I_u|\,\mathbf h_u^m - \mathbf h_i^m) / (|\mathcal I_u| - 1)`
         (zero when :math:`|\mathcal I_u| \le 1`).
 
-        Use it for training pairs whose item is one of the user's training items (BPR
-        positives): the plain pool contains the target itself, so a model scoring
-        :math:`\mathbf h_u^\top \mathbf h_i` can fit training pairs through the
-        :math:`\|\mathbf h_i\|^2 / |\mathcal I_u|` self-match, a shortcut that never exists for
-        held-out items. Removing it keeps training pairs distributed like test pairs.
+        Use it for training triples :math:`(u, i, j)` whose positive :math:`i` is one of the
+        user's training items, for the positive *and* the negative: the plain pool contains
+        the positive itself, so a model scoring :math:`\mathbf h_u^\top \mathbf h_i` can fit
+        training pairs through the :math:`\|\mathbf h_i\|^2 / |\mathcal I_u|` self-match, a
+        shortcut that never exists for held-out items; and pooling differently for the two
+        items of a triple would leak which one is the positive.
 
         Args:
             h_u: ``[B, M, d]`` pooled user cues (from :meth:`pool_users`, same item cues).

@@ -550,10 +550,9 @@ def magnet_sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tupl
     if model.reg_weight > 0:
         e0, U = model.encoder.embedding.weight, model.encoder.num_users
         reg = embedding_l2(e0[batch.users], e0[U + batch.pos], e0[U + batch.neg])
-    h_up = h_u
-    if model.exclude_target:
-        h_up = ModalityCues.leave_one_out(h_u, h_p, graph.history.degree(batch.users.cpu()).to(h_u.device))
-    return model.objective(model.head(zu, zp, h_up, h_p), model.head(zu, zn, h_u, h_n), ctr, reg)
+    if model.exclude_target:   # the triple's user cue without the positive (MAGNET.triple_user_cues)
+        h_u = ModalityCues.leave_one_out(h_u, h_p, graph.history.degree(batch.users.cpu()).to(h_u.device))
+    return model.objective(model.head(zu, zp, h_u, h_p), model.head(zu, zn, h_u, h_n), ctr, reg)
 
 def sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tuple[Tensor, Dict]:
     """Training loss of ``model`` (LightGCN or MAGNET) on a sampled mini-batch."""
