@@ -163,6 +163,7 @@ def dual_view_figure(d: Dict[str, Any], title: str = "") -> Figure:
                           zip(s["buckets"], s["ndcg_dv"], s["ndcg_sv"], s["num_users"])])
         for i, g in zip(x, s["gain_pct"]):
             ax.annotate("n/a" if g is None else f"{g:+.1f}%", (i, 0 if g is None else g),
+                        xytext=(0, 3 if (g or 0) >= 0 else -3), textcoords="offset points",
                         ha="center", va="bottom" if (g or 0) >= 0 else "top", fontsize=9)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set(title=f"{tag}: DV vs SV", xlabel="bucket",
