@@ -31,7 +31,6 @@ Command line::
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -48,9 +47,9 @@ from tqdm.auto import tqdm
 
 from ..data.schema import num_items, split_edge_index
 from ..evaluate import Evaluator
-from .checkpoint import atomic_json_dump, atomic_torch_save, load_checkpoint
+from .checkpoint import atomic_json_dump, load_checkpoint
 from .sampling import LinkSampler
-from .trainer import TrainConfig, _epoch_seed, _metrics_only, check_device, environment
+from .trainer import TrainConfig, _epoch_seed, _metrics_only, check_device, close_epoch, environment
 
 log = logging.getLogger(__name__)
 
@@ -355,26 +354,9 @@ class LargeGraphTrainer:
                           **model.epoch_logs(), "valid": valid}
                 if world > 1:
                     record["world_size"] = world
-                history.append(record)
-                value = valid[cfg.select_metric]
-                if value > best["value"]:
-                    best = {"value": value, "epoch": epoch, "valid": valid, "bad_epochs": 0}
-                    best_state = copy.deepcopy(model.state_dict())
-                    if out is not None:
-                        atomic_torch_save({"model": best_state, "epoch": epoch}, out / "best.pt")
-                else:
-                    best["bad_epochs"] += 1
-                stopped = best["bad_epochs"] >= patience
-                msg = (f"epoch {epoch:3d}  loss {record['loss']:.4f}  train {train_seconds:.2f}s  "
-                       f"eval {eval_seconds:.2f}s  valid {cfg.select_metric} {value:.4f}  "
-                       f"(best {best['value']:.4f} @ {best['epoch']})")
-                if cfg.progress:
-                    tqdm.write(msg)
-                log.info(msg)
-                if out is not None:
-                    atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                       "epoch": epoch, "history": history, "best": best,
-                                       "stopped": stopped}, out / "last.pt")
+                best, new_best, stopped = close_epoch(cfg, model, optimizer, out, record, history, best,
+                                                      patience)
+                best_state = new_best if new_best is not None else best_state
             else:
                 model.epoch_logs()  # keep per-epoch model state (e.g. MAGNET routing) in step
             if world > 1:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -85,6 +85,41 @@ def _metrics_only(res: Dict[str, Any]) -> Dict[str, float]:
     return {k: v for k, v in res.items() if "@" in k}
 
 
+
+def close_epoch(cfg: TrainConfig, model, optimizer, out: Optional[Path], record: Dict[str, Any],
+                history: List[Dict[str, Any]], best: Dict[str, Any], patience: int):
+    """End of a training epoch, shared by :class:`Trainer` and the distributed trainer: append
+    ``record`` (with its ``valid`` metrics) to ``history``, update the early-stopping state,
+    log, and write ``best.pt`` / ``last.pt`` atomically under ``out``.
+
+    Returns:
+        ``(best, best_state, stopped)``; ``best_state`` is a copy of the model's state dict when
+        this epoch is the new best, else ``None``.
+    """
+    history.append(record)
+    epoch, valid = record["epoch"], record["valid"]
+    value = valid[cfg.select_metric]
+    best_state = None
+    if value > best["value"]:
+        best = {"value": value, "epoch": epoch, "valid": valid, "bad_epochs": 0}
+        best_state = copy.deepcopy(model.state_dict())
+        if out is not None:
+            atomic_torch_save({"model": best_state, "epoch": epoch}, out / "best.pt")
+    else:
+        best["bad_epochs"] += 1
+    stopped = best["bad_epochs"] >= patience
+    msg = (f"epoch {epoch:3d}  loss {record['loss']:.4f}  train {record['train_seconds']:.2f}s  "
+           f"eval {record['eval_seconds']:.2f}s  valid {cfg.select_metric} {value:.4f}  "
+           f"(best {best['value']:.4f} @ {best['epoch']})")
+    if cfg.progress:
+        tqdm.write(msg)
+    log.info(msg)
+    if out is not None:
+        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "epoch": epoch, "history": history, "best": best, "stopped": stopped},
+                          out / "last.pt")
+    return best, best_state, stopped
+
 class Trainer:
     """Train and evaluate a recommender on a dataset (see the module docstring).
 
@@ -152,26 +187,8 @@ class Trainer:
             record = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": train_seconds,
                       "eval_seconds": eval_seconds, **{k: v / max(steps, 1) for k, v in sums.items()},
                       **model.epoch_logs(), "valid": valid}
-            history.append(record)
-            value = valid[cfg.select_metric]
-            if value > best["value"]:
-                best = {"value": value, "epoch": epoch, "valid": valid, "bad_epochs": 0}
-                best_state = copy.deepcopy(model.state_dict())
-                if out is not None:
-                    atomic_torch_save({"model": best_state, "epoch": epoch}, out / "best.pt")
-            else:
-                best["bad_epochs"] += 1
-            stopped = best["bad_epochs"] >= patience
-            msg = (f"epoch {epoch:3d}  loss {record['loss']:.4f}  train {train_seconds:.2f}s  "
-                   f"eval {eval_seconds:.2f}s  valid {cfg.select_metric} {value:.4f}  "
-                   f"(best {best['value']:.4f} @ {best['epoch']})")
-            if cfg.progress:
-                tqdm.write(msg)
-            log.info(msg)
-            if out is not None:
-                atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "epoch": epoch, "history": history, "best": best, "stopped": stopped},
-                                  out / "last.pt")
+            best, new_best, stopped = close_epoch(cfg, model, optimizer, out, record, history, best, patience)
+            best_state = new_best if new_best is not None else best_state
         if best_state is None:
             raise RuntimeError("no epoch was trained (epochs=0 or the checkpoint is already past it)")
         model.load_state_dict(best_state)
