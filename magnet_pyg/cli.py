@@ -107,6 +107,8 @@ def _magnet() -> ModelSpec:
                        help="add the behaviour dot product z_u.z_i to the head's score")
         g.add_argument("--induced-weight", type=float, default=None,
                        help="weight of an induced edge relative to an observed one in G_UIG")
+        g.add_argument("--warmup-epochs", type=int, default=None,
+                       help="behaviour warm-up: epochs training only the backbone (needs --residual)")
         g.add_argument("--exclude-target", action=argparse.BooleanOptionalAction, default=True,
                        help="leave a BPR positive out of its user's history pool while scoring it")
         g.add_argument("--magnet-reg-weight", type=float, default=None,
@@ -139,7 +141,10 @@ def _magnet() -> ModelSpec:
                     tau=val("tau", "tau"), feature_norm=args.feature_norm,
                     expert_type=val("expert_type", "expert_type"), residual=val("residual", "residual"),
                     reg_weight=val("magnet_reg_weight", "reg_weight"), exclude_target=args.exclude_target,
-                    induced_weight=val("induced_weight", "induced_weight"))
+                    induced_weight=val("induced_weight", "induced_weight"),
+                    # the fusion head ("w/o MoE") has no residual path to warm up under
+                    warmup_epochs=0 if args.no_moe and args.warmup_epochs is None
+                    else val("warmup_epochs", "warmup_epochs"))
         model = MAGNET(num_users(data), num_items(data), dims, **opts)  # validates before the kNN
         k, r = val("knn_k", "k"), val("expand_r", "r")
         if args.view == "dual":

@@ -81,3 +81,54 @@ def test_training_step_and_full_ranking_equals_pairs(tiny_dv, kw):
     full = model.score(state, users)
     pairs = torch.stack([model.score(state, users[[b]].repeat(I), torch.arange(I)) for b in range(5)])
     assert torch.allclose(full, pairs, atol=1e-5)
+
+
+def test_behaviour_warmup_trains_only_the_backbone_and_scores_with_it(tiny_dv):
+    U, I = num_users(tiny_dv), num_items(tiny_dv)
+    with pytest.raises(ValueError, match="residual"):
+        MAGNET(U, I, _dims(tiny_dv), warmup_epochs=2)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        MAGNET(U, I, _dims(tiny_dv), warmup_epochs=-1, residual=True)
+    torch.manual_seed(2)
+    model = MAGNET(U, I, _dims(tiny_dv), embedding_dim=8, residual=True, warmup_epochs=2)
+    assert model.min_epochs == 2
+    graph = model.prepare(tiny_dv)
+    train = split_edge_index(tiny_dv, "train")
+    batch = (train[0, :64], train[1, :64], torch.randint(0, I, (64,)))
+    model.on_epoch_start(graph, 1, torch.Generator())
+    loss, logs = model.loss(graph, *batch)
+    loss.backward()
+    assert logs["warmup"] == 1.0 and "entropy_norm" not in logs and model.schedule.step == 0
+    assert model.encoder.embedding.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in (*model.head.parameters(), *model.cues.parameters()))
+    # the zero-initialised Score head makes the model's ranking exactly the backbone's
+    model.eval()
+    state = model.inference(graph)
+    zu, zi = model.encoder.split(state.z)
+    users = torch.arange(6)
+    full = model.score(state, users)
+    assert torch.allclose(full - full[:, :1], (zu[users] @ zi.T) - (zu[users] @ zi[:1].T), atol=1e-5)
+    model._warming = False  # the head's own path gives the same scores while v = 0
+    assert torch.allclose(model.score(state, users), full, atol=1e-5)
+    # after the warm-up the head and the schedule take over
+    model.train()
+    model.on_epoch_start(graph, 2, torch.Generator())
+    loss, logs = model.loss(graph, *batch)
+    loss.backward()
+    assert "warmup" not in logs and model.schedule.step == 1
+    assert model.head.score.weight.grad.abs().sum() > 0
+
+
+def test_cli_warmup_run_logs_both_phases(tmp_path, capsys):
+    import json
+    from magnet_pyg.cli import main
+    base = ["train", "--model", "magnet", "--view", "single", "--data", "synthetic-tiny", "--dim", "8",
+            "--no-progress"]
+    assert main(base + ["--warmup-epochs", "1"]) == 2
+    assert "residual" in capsys.readouterr().err
+    assert main(base + ["--residual", "--warmup-epochs", "1", "--epochs", "2", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    first, second = res["epochs"]
+    assert first["warmup"] == 1.0 and "entropy_norm" not in first
+    assert "warmup" not in second and second["switch_step"] >= -1 and "expert_mass" in second
+    assert res["config"]["model_options"]["warmup_epochs"] == 1

@@ -118,3 +118,22 @@ def test_cli_bad_options_fail_fast(argv, needle, capsys):
         pytest.skip("a GPU is present")
     assert main(["train", "--model", "bpr", "--data", "synthetic-tiny", "--no-progress"] + argv) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_early_stopping_waits_for_the_models_minimum_epochs():
+    from magnet_pyg.train.trainer import close_epoch
+
+    class Warm(torch.nn.Linear):
+        min_epochs = 4
+
+    cfg = TrainConfig(select_metric="recall@20", progress=False)
+    for model, stop_at in ((torch.nn.Linear(2, 2), 2), (Warm(2, 2), 5)):
+        opt = torch.optim.Adam(model.parameters())
+        best, history = {"value": float("-inf"), "epoch": -1, "valid": {}, "bad_epochs": 0}, []
+        for epoch in range(10):  # best at epoch 0, never improved: patience 2
+            rec = {"epoch": epoch, "loss": 0.0, "train_seconds": 0.0, "eval_seconds": 0.0,
+                   "valid": {"recall@20": 1.0 if epoch == 0 else 0.5}}
+            best, _, stopped = close_epoch(cfg, model, opt, None, rec, history, best, patience=2)
+            if stopped:
+                break
+        assert epoch == stop_at and best["epoch"] == 0

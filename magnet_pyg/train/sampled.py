@@ -497,6 +497,9 @@ def prepare_sampled(model, data: HeteroData, fanout: Sequence[int], num_workers:
         raise ValueError(f"neighbour-sampled training samples the plain union G_UI + E+; "
                          f"induced_weight={model.induced_weight} is only supported in full-graph training "
                          f"(drop --fanout or use --induced-weight 1)")
+    if getattr(model, "warmup_epochs", 0) > 0:
+        raise ValueError(f"warmup_epochs={model.warmup_epochs} is only supported in full-graph training "
+                         f"(drop --fanout or use --warmup-epochs 0)")
     views = model_views(model)
     sampler = SubgraphSampler(data, fanout, views, num_workers)
     device = model.encoder.embedding.weight.device

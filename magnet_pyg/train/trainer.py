@@ -107,7 +107,9 @@ def close_epoch(cfg: TrainConfig, model, optimizer, out: Optional[Path], record:
             atomic_torch_save({"model": best_state, "epoch": epoch}, out / "best.pt")
     else:
         best["bad_epochs"] += 1
-    stopped = best["bad_epochs"] >= patience
+    # a model may ask for a minimum number of epochs (MAGNET's behaviour warm-up); the
+    # patience then counts from the end of it
+    stopped = best["bad_epochs"] >= patience and epoch + 1 >= getattr(model, "min_epochs", 0) + patience
     msg = (f"epoch {epoch:3d}  loss {record['loss']:.4f}  train {record['train_seconds']:.2f}s  "
            f"eval {record['eval_seconds']:.2f}s  valid {cfg.select_metric} {value:.4f}  "
            f"(best {best['value']:.4f} @ {best['epoch']})")

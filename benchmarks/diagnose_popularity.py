@@ -1,0 +1,128 @@
+"""Where can content help on a dataset? Item-popularity buckets of the test interactions.
+
+    python benchmarks/diagnose_popularity.py --run runs/tiktok_cpu/tiktok-lightgcn-L2-reg1e-4/seed0 \
+        [--run runs/tiktok_cpu/tiktok-magnet-dv-warmup/seed0] [--data tiktok] [--name popularity_tiktok]
+
+The test interactions are bucketed by the training degree of their item (0, 1, 2-5, 6-20,
+> 20 training interactions; training split only). Per bucket it reports
+
+* the bucket's share of the test interactions;
+* per run (a LightGCN, BPR-MF or MAGNET ``--out`` folder, selected checkpoint ``best.pt``): the
+  bucket's NDCG@20 (:func:`magnet_pyg.interpret.buckets.bucket_ndcg`: the split's items outside
+  the bucket are masked, so the number measures ranking the bucket's targets against every
+  other item) and its hit rate, the fraction of the bucket's test items in the user's top 20 of
+  the plain full ranking (which shows where a model's recall actually comes from);
+* the pairwise AUC, against 100 random items of the same bucket (fixed generator), of the
+  run's score and of a training-free content score: the cosine between the item's raw
+  (l2-normalised) modality vector and the mean over the user's training items, averaged over
+  the modalities. It says how much the content can separate a user's test item from items of
+  the same popularity.
+
+Writes ``benchmarks/results/<name>.json``.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write  # noqa: E402
+
+from magnet_pyg.data import load_dataset, modality_features, num_items, num_users, split_edge_index  # noqa: E402
+from magnet_pyg.evaluate.ranking import CSRIndex  # noqa: E402
+from magnet_pyg.interpret.buckets import bucket_ndcg  # noqa: E402
+from magnet_pyg.nn.adjacency import row_normalized  # noqa: E402
+from magnet_pyg.train.checkpoint import load_checkpoint  # noqa: E402
+
+EDGES = ((0, 0), (1, 1), (2, 5), (6, 20), (21, None))
+
+
+def load_model(run_dir: Path, data):
+    res = json.loads((run_dir / "results.json").read_text())
+    name, opts = res["model"], res["config"].get("model_options", {})
+    if name == "magnet":
+        from magnet_pyg.interpret import load_run
+        ctx = load_run(run_dir)
+        state = ctx.model.inference(ctx.graph)
+        return name, lambda u: ctx.model.score(state, u), lambda u, i: ctx.model.score(state, u, i)
+    from magnet_pyg.models import BPRMF, LightGCN
+    cls = {"lightgcn": LightGCN, "bpr": BPRMF}[name]
+    kw = {"embedding_dim": opts.get("dim", 64), "reg_weight": opts.get("reg_weight", 1e-4)}
+    if name == "lightgcn":
+        kw["num_layers"] = opts.get("layers", 2)
+    model = cls(num_users(data), num_items(data), **kw)
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    model.eval()
+    graph = model.prepare(data)
+    state = model.inference(graph)
+    return name, lambda u: model.score(state, u), lambda u, i: model.score(state, u, i)
+
+
+def auc(pair_score, users, items, cand, gen, n=100):
+    pos = pair_score(users, items)
+    neg = cand[torch.randint(0, cand.numel(), (users.numel(), n), generator=gen)]
+    negs = pair_score(users.repeat_interleave(n), neg.reshape(-1)).view(-1, n)
+    return float((pos[:, None] > negs).double().mean() + 0.5 * (pos[:, None] == negs).double().mean())
+
+
+@torch.no_grad()
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", default="tiktok")
+    p.add_argument("--run", action="append", required=True, help="a run's --out folder (repeatable)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--name", default="popularity_tiktok")
+    a = p.parse_args()
+    data = load_dataset(a.data)
+    U, I = num_users(data), num_items(data)
+    train, pairs = split_edge_index(data, "train"), split_edge_index(data, a.split)
+    deg = torch.bincount(train[1], minlength=I)
+    bucket = torch.full((I,), -1, dtype=torch.long)
+    for b, (lo, hi) in enumerate(EDGES):
+        bucket[(deg >= lo) & (deg <= (hi if hi is not None else deg.max()))] = b
+    pair_bucket = bucket[pairs[1]]
+    labels = [f"{lo}" if lo == hi else (f"{lo}-{hi}" if hi is not None else f">{lo - 1}") for lo, hi in EDGES]
+
+    xs = [F.normalize(x.float(), dim=1) for x in modality_features(data).values()]
+    hist = row_normalized(train, U, I)
+    xu = [torch.sparse.mm(hist, x) for x in xs]
+    content = lambda u, i: sum(F.cosine_similarity(m[u], x[i], dim=1) for m, x in zip(xu, xs)) / len(xs)  # noqa: E731
+
+    out = {"data": a.data, "split": a.split, "buckets": labels,
+           "share": [float((pair_bucket == b).double().mean()) for b in range(len(EDGES))],
+           "items": [int((bucket == b).sum()) for b in range(len(EDGES))]}
+    gen = torch.Generator().manual_seed(0)
+    cands = [torch.nonzero(bucket == b).view(-1) for b in range(len(EDGES))]
+    out["content_auc"] = [auc(content, pairs[0, pair_bucket == b], pairs[1, pair_bucket == b], cands[b], gen)
+                          for b in range(len(EDGES))]
+    exclude = CSRIndex(train, U)
+    out["runs"] = {}
+    for run in a.run:
+        name, score_all, score_pairs = load_model(Path(run), data)
+        per = bucket_ndcg(score_all, data, a.split, pair_bucket, num_buckets=len(EDGES))
+        hits = torch.zeros(pairs.size(1), dtype=torch.bool)
+        users = pairs[0].unique()
+        for s in range(0, users.numel(), 1024):
+            u = users[s:s + 1024]
+            sc = score_all(u).clone()
+            rows, cols = exclude.gather(u)
+            sc[rows, cols] = float("-inf")
+            top = torch.full((U, 20), -1, dtype=torch.long)
+            top[u] = sc.topk(20, dim=1).indices
+            sel = torch.isin(pairs[0], u)
+            hits[sel] = (top[pairs[0, sel]] == pairs[1, sel, None]).any(1)
+        gen = torch.Generator().manual_seed(0)
+        out["runs"][run] = {
+            "model": name,
+            "ndcg@20": [float(b["ndcg"].mean()) if b["ndcg"].numel() else None for b in per["buckets"]],
+            "hit@20": [float(hits[pair_bucket == b].double().mean()) for b in range(len(EDGES))],
+            "score_auc": [auc(score_pairs, pairs[0, pair_bucket == b], pairs[1, pair_bucket == b], cands[b], gen)
+                          for b in range(len(EDGES))]}
+    write(a.name, out)
+
+
+if __name__ == "__main__":
+    main()
