@@ -347,15 +347,7 @@ class MAGNET(Recommender):
         embedding penalty (:func:`~magnet_pyg.nn.losses.embedding_l2` of the layer-0 rows,
         weighted by ``reg_weight``, or ``None``). Advances the routing schedule with the
         positives' dense routings (Alg. 2, :math:`\Pi`)."""
-        rec = bpr_loss(pos.score, neg.score)
-        loss = rec
-        logs: Logs = {"bpr": rec.detach()}
-        if reg is not None and self.reg_weight > 0:
-            loss = loss + self.reg_weight * reg
-            logs["reg"] = reg.detach()
-        if ctr is not None:
-            loss = loss + self.lambda_ctr * ctr
-            logs["ctr"] = ctr.detach()
+        loss, logs = self._ranking_terms(bpr_loss(pos.score, neg.score), ctr, reg)
         if self.moe:
             sched = self.schedule.update(pos.pi)
             if sched["lambda_cov"] > 0:
@@ -388,8 +380,15 @@ class MAGNET(Recommender):
         """Warm-up objective: BPR on the backbone dot product (Eq. 6 embeddings), plus the
         view contrast and the batch L2; the head and the schedule are left untouched."""
         zu, zi = self.encoder.split(out.z)
-        rec = bpr_loss((zu[users] * zi[pos]).sum(-1), (zu[users] * zi[neg]).sum(-1))
-        loss, logs = rec, {"bpr": rec.detach(), "warmup": 1.0}
+        loss, logs = self._ranking_terms(
+            bpr_loss((zu[users] * zi[pos]).sum(-1), (zu[users] * zi[neg]).sum(-1)), ctr, reg)
+        logs["warmup"] = 1.0
+        return loss, logs
+
+    def _ranking_terms(self, rec: Tensor, ctr: Optional[Tensor], reg: Optional[Tensor]) -> Tuple[Tensor, Logs]:
+        """BPR plus the weighted view contrast and batch L2 (the part of Eq. 32 shared by the
+        warm-up and the full objective)."""
+        loss, logs = rec, {"bpr": rec.detach()}
         if reg is not None and self.reg_weight > 0:
             loss = loss + self.reg_weight * reg
             logs["reg"] = reg.detach()
