@@ -8,13 +8,12 @@ Writes benchmarks/results/baby_lightgcn_<device>.json (median and all timings).
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_gb, write  # noqa: E402
+from common import peak_rss_gb, sync, time_train_eval, write  # noqa: E402
 
 from magnet_pyg.data import default_data_root, load_mmrec, num_items, num_users, split_edge_index
 from magnet_pyg.evaluate import Evaluator
@@ -38,11 +37,6 @@ sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), 2048)
 evaluator = Evaluator(data, ks=(10, 20, 50))
 
 
-def sync():
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def epoch(e):
     g = torch.Generator().manual_seed(e)
     model.train()
@@ -51,20 +45,11 @@ def epoch(e):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    sync()
+    sync(dev)
 
 
-epoch(-1)  # warm-up
-evaluator.evaluate(model, adj, "valid")
-train_t, eval_t = [], []
-for r in range(args.repeats):
-    t = time.perf_counter()
-    epoch(r)
-    train_t.append(time.perf_counter() - t)
-    t = time.perf_counter()
-    res = evaluator.evaluate(model, adj, "valid")
-    sync()
-    eval_t.append(time.perf_counter() - t)
+train_t, eval_t, res = time_train_eval(epoch, lambda: evaluator.evaluate(model, adj, "valid"),
+                                       args.repeats, dev)
 suffix = "" if args.layers == 2 else f"_L{args.layers}"
 write(f"baby_lightgcn_{dev.type}{suffix}", {
     "dataset": "baby", "model": f"lightgcn (d=64, L={args.layers})", "batch_size": 2048,

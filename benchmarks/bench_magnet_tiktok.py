@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_gb, write  # noqa: E402
+from common import peak_rss_gb, sync, time_train_eval, write  # noqa: E402
 
 from magnet_pyg.data import default_data_root, load_mmrec, modality_features, num_items, num_users  # noqa: E402
 from magnet_pyg.data import split_edge_index  # noqa: E402
@@ -53,17 +53,12 @@ sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), args.bat
 evaluator = Evaluator(data, ks=(10, 20))
 
 
-def sync():
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
 class Clock:
     def __init__(self):
         self.t = {}
 
     def lap(self, key, t0):
-        sync()
+        sync(dev)
         now = time.perf_counter()
         self.t[key] = self.t.get(key, 0.0) + now - t0
         return now
@@ -102,19 +97,10 @@ def run(view):
             t = clock.lap("backward", t)
             opt.step()
             clock.lap("optimizer", t)
-        sync()
+        sync(dev)
 
-    epoch(-1)
-    evaluator.evaluate(model, graph, "valid")
-    train_t, eval_t = [], []
-    for rep in range(args.repeats):
-        t = time.perf_counter()
-        epoch(rep)
-        train_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        evaluator.evaluate(model, graph, "valid")
-        sync()
-        eval_t.append(time.perf_counter() - t)
+    train_t, eval_t, _ = time_train_eval(epoch, lambda: evaluator.evaluate(model, graph, "valid"),
+                                         args.repeats, dev)
     clock = Clock()
     epoch(100, clock)
     props = {}
@@ -124,7 +110,7 @@ def run(view):
         x = model.encoder.embedding.weight
         t = time.perf_counter()
         model.encoder.propagate(adj, x).sum().backward()
-        sync()
+        sync(dev)
         props[name] = {"nnz": int(adj._nnz() if adj.layout == torch.sparse_coo else adj.values().numel()),
                        "propagation_fwd_bwd_seconds": time.perf_counter() - t}
         model.zero_grad()

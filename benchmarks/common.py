@@ -7,7 +7,7 @@ import platform
 import resource
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
@@ -60,3 +60,28 @@ def write(name: str, payload: Dict[str, Any]) -> Path:
     os.replace(tmp, path)
     print(json.dumps(payload, indent=2))
     return path
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that wall-clock timings cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_train_eval(epoch: Callable[[int], None], evaluate: Callable[[], Any], repeats: int,
+                    device: torch.device) -> Tuple[List[float], List[float], Any]:
+    """One untimed warm-up epoch and evaluation, then ``repeats`` timed (epoch, evaluation)
+    pairs. Returns the epoch seconds, the evaluation seconds and the last evaluation result."""
+    epoch(-1)
+    evaluate()
+    train_t, eval_t, res = [], [], None
+    for r in range(repeats):
+        t = time.perf_counter()
+        epoch(r)
+        sync(device)
+        train_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        res = evaluate()
+        sync(device)
+        eval_t.append(time.perf_counter() - t)
+    return train_t, eval_t, res
