@@ -85,7 +85,7 @@ def _magnet() -> ModelSpec:
         g.add_argument("--threshold", type=float, default=None, help="entropy threshold H*")
         g.add_argument("--window", type=int, default=None, help="trigger window W")
         g.add_argument("--lambda-r", type=float, default=None, help="routing regularisation strength")
-        g.add_argument("--strategy", choices=["lin", "quad", "const", "rev"], default="lin",
+        g.add_argument("--strategy", choices=["lin", "quad", "const", "rev"], default=None,
                        help="lambda_s weighting: Lin-Ent, Quad-Ent, Const, Rev-Ent")
         g.add_argument("--lambda-ctr", type=float, default=None, help="view-contrast weight")
         g.add_argument("--tau", type=float, default=None, help="InfoNCE temperature")
@@ -136,7 +136,7 @@ def _magnet() -> ModelSpec:
                     alpha=val("alpha", "alpha"), beta=val("beta", "beta"), delta=val("delta", "delta"),
                     eps=args.eps, dropout=val("dropout", "dropout"), threshold=val("threshold", "threshold"),
                     window=val("window", "window"), lambda_r=val("lambda_r", "lambda_r"),
-                    strategy=args.strategy, routing=routing, switch_at=switch_at,
+                    strategy=val("strategy", "strategy"), routing=routing, switch_at=switch_at,
                     lambda_ctr=0.0 if args.no_view_contrast else val("lambda_ctr", "lambda_ctr"),
                     tau=val("tau", "tau"), feature_norm=args.feature_norm,
                     expert_type=val("expert_type", "expert_type"), residual=val("residual", "residual"),

@@ -132,3 +132,21 @@ def test_cli_warmup_run_logs_both_phases(tmp_path, capsys):
     assert first["warmup"] == 1.0 and "entropy_norm" not in first
     assert "warmup" not in second and second["switch_step"] >= -1 and "expert_mass" in second
     assert res["config"]["model_options"]["warmup_epochs"] == 1
+
+
+def test_cli_picks_the_dataset_preset_and_flags_override_it(tmp_path):
+    import json
+    from magnet_pyg.cli import main
+    base = ["train", "--model", "magnet", "--view", "single", "--epochs", "1", "--no-progress"]
+    assert main(base + ["--data", "synthetic", "--dim", "8", "--out", str(tmp_path / "auto")]) == 0
+    opts = json.loads((tmp_path / "auto" / "results.json").read_text())["config"]["model_options"]
+    pre = MAGNET_PRESETS["synthetic-small"]
+    assert opts["preset"] == "synthetic-small"
+    assert (opts["expert_type"], opts["strategy"]) == (pre.expert_type, pre.strategy) == ("diag", "quad")
+    assert main(base + ["--data", "synthetic-tiny", "--dim", "8", "--preset", "synthetic-small",
+                        "--strategy", "lin", "--out", str(tmp_path / "flag")]) == 0
+    opts = json.loads((tmp_path / "flag" / "results.json").read_text())["config"]["model_options"]
+    assert (opts["preset"], opts["expert_type"], opts["strategy"]) == ("synthetic-small", "diag", "lin")
+    assert main(base + ["--data", "synthetic-tiny", "--dim", "8", "--out", str(tmp_path / "default")]) == 0
+    opts = json.loads((tmp_path / "default" / "results.json").read_text())["config"]["model_options"]
+    assert (opts["preset"], opts["expert_type"], opts["strategy"]) == ("default", "linear", "lin")

@@ -56,6 +56,7 @@ class MagnetPreset:
     reg_weight: float = 0.0
     induced_weight: float = 1.0
     warmup_epochs: int = 0
+    strategy: str = "lin"
 
     def model_kwargs(self) -> Dict[str, object]:
         """The :class:`MAGNET` constructor arguments this preset sets (``k``, ``r`` and the
@@ -65,7 +66,8 @@ class MagnetPreset:
                     lambda_r=self.lambda_r, dropout=self.dropout, tau=self.tau,
                     lambda_ctr=self.lambda_ctr, top_k=self.top_k, expert_type=self.expert_type,
                     residual=self.residual, reg_weight=self.reg_weight,
-                    induced_weight=self.induced_weight, warmup_epochs=self.warmup_epochs)
+                    induced_weight=self.induced_weight, warmup_epochs=self.warmup_epochs,
+                    strategy=self.strategy)
 
 
 #: Table 3 of the paper, plus dataset-agnostic defaults for any other dataset.
@@ -82,6 +84,12 @@ PRESETS: Dict[str, MagnetPreset] = {
     # TikTok (not in Table 3): the defaults plus a 60-epoch behaviour warm-up (about where
     # LightGCN peaks on validation there) under the residual head, chosen on TikTok's
     # validation split: without it the router commits to content experts on random IDs
+    # the built-in synthetic dataset (``synthetic`` = ``synthetic-small``): the defaults with
+    # diagonal ("lightweight") experts and Quad-Ent weights (Table 6), chosen on its validation
+    # split: both raised validation NDCG@20 in every seed, and Quad-Ent's weaker confidence
+    # pressure once routing has sharpened slows the collapse onto a single expert
+    "synthetic-small": MagnetPreset(20, 10, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 0.0, 0.0, 0.5, 0.01,
+                                    batch_size=2048, reg_weight=1e-4, expert_type="diag", strategy="quad"),
     "tiktok": MagnetPreset(20, 10, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 0.0, 0.0, 0.5, 0.01,
                            batch_size=2048, reg_weight=1e-4, residual=True, warmup_epochs=60),
 }
