@@ -14,7 +14,7 @@ entropy-triggered routing, composed from :mod:`magnet_pyg.nn`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -70,6 +70,9 @@ class MagnetPreset:
                     strategy=self.strategy)
 
 
+_DEFAULT = MagnetPreset(20, 10, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 0.0, 0.0, 0.5, 0.01,
+                        batch_size=2048, reg_weight=1e-4)
+
 #: Table 3 of the paper, plus dataset-agnostic defaults for any other dataset.
 PRESETS: Dict[str, MagnetPreset] = {
     "baby": MagnetPreset(20, 150, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 2e-5, 0.10, 0.5, 0.01),
@@ -79,19 +82,16 @@ PRESETS: Dict[str, MagnetPreset] = {
     # any other dataset: Table 3's template and schedule values with a LightGCN-style optimiser
     # (batch 2048, batch-embedding L2 1e-4 instead of weight decay, no dropout) and r = 10,
     # chosen on TikTok's validation split (r = 40 and 150 were worse there)
-    "default": MagnetPreset(20, 10, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 0.0, 0.0, 0.5, 0.01,
-                            batch_size=2048, reg_weight=1e-4),
+    "default": _DEFAULT,
     # TikTok (not in Table 3): the defaults plus a 60-epoch behaviour warm-up (about where
     # LightGCN peaks on validation there) under the residual head, chosen on TikTok's
     # validation split: without it the router commits to content experts on random IDs
-    # the built-in synthetic dataset (``synthetic`` = ``synthetic-small``): the defaults with
-    # diagonal ("lightweight") experts and Quad-Ent weights (Table 6), chosen on its validation
-    # split: both raised validation NDCG@20 in every seed, and Quad-Ent's weaker confidence
-    # pressure once routing has sharpened slows the collapse onto a single expert
-    "synthetic-small": MagnetPreset(20, 10, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 0.0, 0.0, 0.5, 0.01,
-                                    batch_size=2048, reg_weight=1e-4, expert_type="diag", strategy="quad"),
-    "tiktok": MagnetPreset(20, 10, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 0.0, 0.0, 0.5, 0.01,
-                           batch_size=2048, reg_weight=1e-4, residual=True, warmup_epochs=60),
+    "tiktok": replace(_DEFAULT, residual=True, warmup_epochs=60),
+    # the built-in synthetic dataset (``--data synthetic`` is ``synthetic-small``): the defaults
+    # with diagonal ("lightweight") experts and Quad-Ent weights (Table 6), chosen on its
+    # validation split; Quad-Ent's weaker confidence pressure once routing has sharpened slows
+    # the collapse onto a single expert
+    "synthetic-small": replace(_DEFAULT, expert_type="diag", strategy="quad"),
 }
 
 
