@@ -11,7 +11,7 @@ import torch
 from magnet_pyg.cli import main
 from magnet_pyg.data import num_items, num_users, split_edge_index, synthetic
 from magnet_pyg.models import BPRMF, LightGCN
-from magnet_pyg.train import LinkSampler, TrainConfig, Trainer, load_checkpoint
+from magnet_pyg.train import LinkSampler, TrainConfig, Trainer, WeightAverage, load_checkpoint
 
 
 def test_negatives_avoid_training_items_vectorised():
@@ -70,6 +70,53 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
     resumed = _fit(LightGCN, 2, out=str(part), resume=True)
     assert resumed["test"] == full["test"]
     assert [e["loss"] for e in resumed["epochs"]] == [e["loss"] for e in full["epochs"]]
+
+
+def test_weight_average_is_the_ema_and_swaps_back():
+    lin = torch.nn.Linear(3, 2)
+    avg = WeightAverage(lin, decay=0.9)
+    start = {n: p.detach().clone() for n, p in lin.named_parameters()}
+    with torch.no_grad():
+        for p in lin.parameters():
+            p.add_(1.0)
+    avg.update(lin)
+    trained = {n: p.detach().clone() for n, p in lin.named_parameters()}
+    for n in start:  # 0.9 * old + 0.1 * new
+        torch.testing.assert_close(avg.shadow[n], 0.9 * start[n] + 0.1 * trained[n])
+    with pytest.raises(RuntimeError, match="inside"):
+        with avg.swapped(lin):
+            for n, p in lin.named_parameters():
+                assert torch.equal(p, avg.shadow[n])
+            raise RuntimeError("inside")
+    for n, p in lin.named_parameters():  # the trained parameters are back, also after an error
+        assert torch.equal(p, trained[n])
+    with pytest.raises(ValueError, match=r"decay must be in \(0, 1\)"):
+        WeightAverage(lin, decay=1.0)
+
+
+def test_weight_average_selects_the_average_and_resumes_exactly(tmp_path):
+    full = _fit(LightGCN, 3, out=str(tmp_path / "full"), ema_decay=0.9)
+    plain = _fit(LightGCN, 3)
+    # training is unchanged (same losses), evaluation sees other parameters
+    assert [e["loss"] for e in full["epochs"]] == [e["loss"] for e in plain["epochs"]]
+    assert [e["valid"] for e in full["epochs"]] != [e["valid"] for e in plain["epochs"]]
+    last = load_checkpoint(tmp_path / "full" / "last.pt")
+    best = load_checkpoint(tmp_path / "full" / "best.pt")
+    assert full["best_epoch"] == 3  # last epoch: best.pt holds the average, last.pt the iterate
+    torch.testing.assert_close(best["model"]["encoder.embedding.weight"], last["average"]["shadow"]["encoder.embedding.weight"])
+    assert not torch.equal(best["model"]["encoder.embedding.weight"], last["model"]["encoder.embedding.weight"])
+    part = tmp_path / "part"
+    d = synthetic("tiny", seed=0)
+    torch.manual_seed(3)
+    m = LightGCN(num_users(d), num_items(d), 16)
+    Trainer(TrainConfig(epochs=2, batch_size=128, lr=5e-3, seed=3, progress=False, out_dir=str(part),
+                        ema_decay=0.9)).fit(m, d)
+    resumed = _fit(LightGCN, 3, out=str(part), resume=True, ema_decay=0.9)
+    assert resumed["test"] == full["test"] and resumed["best_epoch"] == full["best_epoch"]
+    assert [(e["loss"], e["valid"]) for e in resumed["epochs"]] == [(e["loss"], e["valid"]) for e in full["epochs"]]
+    _fit(LightGCN, 3, out=str(tmp_path / "plain"))
+    with pytest.raises(ValueError, match="holds no weight average"):
+        _fit(LightGCN, 3, out=str(tmp_path / "plain"), resume=True, ema_decay=0.9)
 
 
 @pytest.mark.slow

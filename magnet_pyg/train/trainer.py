@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..data.schema import num_items, split_edge_index
 from ..evaluate import Evaluator
+from .averaging import WeightAverage
 from .checkpoint import atomic_json_dump, atomic_torch_save, load_checkpoint
 from .sampling import LinkSampler
 
@@ -35,6 +37,9 @@ class TrainConfig:
 
     ``patience=None`` uses the model's own ``default_patience``; ``weight_decay`` is
     Adam's L2 penalty on all parameters (MAGNET's :math:`\\lambda`, Eq. 32).
+    ``ema_decay > 0`` evaluates, selects and tests an exponential moving average of the
+    parameters (:class:`~magnet_pyg.train.averaging.WeightAverage`) instead of the last
+    iterate; ``0`` (default) is off.
     """
     epochs: int = 200
     batch_size: int = 2048
@@ -50,6 +55,7 @@ class TrainConfig:
     out_dir: Optional[str] = None
     resume: bool = False
     progress: bool = True
+    ema_decay: float = 0.0
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -59,6 +65,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         metric, _, k = self.select_metric.partition("@")
@@ -87,10 +95,14 @@ def _metrics_only(res: Dict[str, Any]) -> Dict[str, float]:
 
 
 def close_epoch(cfg: TrainConfig, model, optimizer, out: Optional[Path], record: Dict[str, Any],
-                history: List[Dict[str, Any]], best: Dict[str, Any], patience: int):
+                history: List[Dict[str, Any]], best: Dict[str, Any], patience: int,
+                average: Optional[WeightAverage] = None):
     """End of a training epoch, shared by :class:`Trainer` and the distributed trainer: append
     ``record`` (with its ``valid`` metrics) to ``history``, update the early-stopping state,
     log, and write ``best.pt`` / ``last.pt`` atomically under ``out``.
+
+    With a weight ``average``, the selected state is the averaged one (what ``valid`` was
+    measured on), and ``last.pt`` keeps the trained parameters and the average for resuming.
 
     Returns:
         ``(best, best_state, stopped)``; ``best_state`` is a copy of the model's state dict when
@@ -102,7 +114,8 @@ def close_epoch(cfg: TrainConfig, model, optimizer, out: Optional[Path], record:
     best_state = None
     if value > best["value"]:
         best = {"value": value, "epoch": epoch, "valid": valid, "bad_epochs": 0}
-        best_state = copy.deepcopy(model.state_dict())
+        with average.swapped(model) if average is not None else nullcontext():
+            best_state = copy.deepcopy(model.state_dict())
         if out is not None:
             atomic_torch_save({"model": best_state, "epoch": epoch}, out / "best.pt")
     else:
@@ -117,9 +130,11 @@ def close_epoch(cfg: TrainConfig, model, optimizer, out: Optional[Path], record:
         tqdm.write(msg)
     log.info(msg)
     if out is not None:
-        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "epoch": epoch, "history": history, "best": best, "stopped": stopped},
-                          out / "last.pt")
+        last = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch, "history": history, "best": best, "stopped": stopped}
+        if average is not None:
+            last["average"] = average.state_dict()
+        atomic_torch_save(last, out / "last.pt")
     return best, best_state, stopped
 
 class Trainer:
@@ -146,6 +161,7 @@ class Trainer:
         evaluator = Evaluator(data, cfg.ks, cfg.eval_batch_size, cfg.mask_valid_in_test)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         patience = cfg.patience or model.default_patience
+        average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
         start, history, best = 0, [], {"value": float("-inf"), "epoch": -1, "valid": {}, "bad_epochs": 0}
         best_state = None
@@ -154,6 +170,11 @@ class Trainer:
             ck = load_checkpoint(out / "last.pt", map_location=device)
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
+            if average is not None:
+                if "average" not in ck:
+                    raise ValueError(f"{out / 'last.pt'} holds no weight average: it was trained "
+                                     f"without ema_decay, resume it without one")
+                average.load_state_dict(ck["average"])
             start, history, best, stopped = ck["epoch"] + 1, ck["history"], ck["best"], ck["stopped"]
             best_state = load_checkpoint(out / "best.pt", map_location=device)["model"]
             log.info("resumed from %s at epoch %d", out / "last.pt", start)
@@ -176,6 +197,8 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if average is not None:
+                    average.update(model)
                 total += float(loss.detach())
                 steps += 1
                 for k, v in logs.items():
@@ -184,12 +207,14 @@ class Trainer:
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
             t1 = time.perf_counter()
-            valid = _metrics_only(evaluator.evaluate(model, graph, "valid"))
+            with average.swapped(model) if average is not None else nullcontext():
+                valid = _metrics_only(evaluator.evaluate(model, graph, "valid"))
             eval_seconds = time.perf_counter() - t1
             record = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": train_seconds,
                       "eval_seconds": eval_seconds, **{k: v / max(steps, 1) for k, v in sums.items()},
                       **model.epoch_logs(), "valid": valid}
-            best, new_best, stopped = close_epoch(cfg, model, optimizer, out, record, history, best, patience)
+            best, new_best, stopped = close_epoch(cfg, model, optimizer, out, record, history, best,
+                                                  patience, average)
             best_state = new_best if new_best is not None else best_state
         if best_state is None:
             raise RuntimeError("no epoch was trained (epochs=0 or the checkpoint is already past it)")
