@@ -105,6 +105,8 @@ def _magnet() -> ModelSpec:
                        help="expert maps f_e, g_e: full linear or diagonal (lightweight)")
         g.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
                        help="add the behaviour dot product z_u.z_i to the head's score")
+        g.add_argument("--detach-router", action=argparse.BooleanOptionalAction, default=None,
+                       help="stop the gradient from the router into the behaviour embeddings")
         g.add_argument("--induced-weight", type=float, default=None,
                        help="weight of an induced edge relative to an observed one in G_UIG")
         g.add_argument("--warmup-epochs", type=int, default=None,
@@ -140,6 +142,7 @@ def _magnet() -> ModelSpec:
                     lambda_ctr=0.0 if args.no_view_contrast else val("lambda_ctr", "lambda_ctr"),
                     tau=val("tau", "tau"), feature_norm=args.feature_norm,
                     expert_type=val("expert_type", "expert_type"), residual=val("residual", "residual"),
+                    detach_router=val("detach_router", "detach_router"),
                     reg_weight=val("magnet_reg_weight", "reg_weight"), exclude_target=args.exclude_target,
                     induced_weight=val("induced_weight", "induced_weight"),
                     # the fusion head ("w/o MoE") has no residual path to warm up under

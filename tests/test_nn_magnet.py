@@ -256,8 +256,26 @@ def test_gradients_reach_only_selected_experts_and_router():
     assert head.score.weight.grad.abs().sum() > 0
 
 
+def test_detached_router_trains_only_the_router():
+    torch.manual_seed(1)
+    z_u, z_i, c_u, c_i = _inputs(b=4)
+    z_u.requires_grad_(True)
+    z_i.requires_grad_(True)
+    for detach in (False, True):
+        head = TripletMoEHead(8, 2, top_k=3, detach_router=detach)
+        z_u.grad = z_i.grad = None
+        pi = torch.softmax(head.router_logits(z_u, z_i), -1)
+        coverage_loss(pi).add(confidence_loss(pi)).backward()  # routing losses only
+        assert head.router.weight.grad.abs().sum() > 0
+        assert (z_u.grad is None) == detach and (z_i.grad is None) == detach
+        z_u.grad = z_i.grad = None
+        head(z_u, z_i, c_u, c_i).score.sum().backward()  # the experts still reach z
+        assert z_u.grad.abs().sum() > 0 and z_i.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("kwargs", [dict(), dict(top_k=1), dict(top_k=9),
                                     dict(expert_type="diag"), dict(residual=True, top_k=2),
+                                    dict(residual=True, detach_router=True),
                                     dict(templates=False), dict(activation="relu",
                                                                 expert_init="xavier"),
                                     dict(families="bal+com", split=2, top_k=2,

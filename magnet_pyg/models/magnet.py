@@ -57,6 +57,7 @@ class MagnetPreset:
     induced_weight: float = 1.0
     warmup_epochs: int = 0
     strategy: str = "lin"
+    detach_router: bool = False
 
     def model_kwargs(self) -> Dict[str, object]:
         """The :class:`MAGNET` constructor arguments this preset sets (``k``, ``r`` and the
@@ -67,7 +68,7 @@ class MagnetPreset:
                     lambda_ctr=self.lambda_ctr, top_k=self.top_k, expert_type=self.expert_type,
                     residual=self.residual, reg_weight=self.reg_weight,
                     induced_weight=self.induced_weight, warmup_epochs=self.warmup_epochs,
-                    strategy=self.strategy)
+                    strategy=self.strategy, detach_router=self.detach_router)
 
 
 _DEFAULT = MagnetPreset(20, 10, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 0.0, 0.0, 0.5, 0.01,
@@ -84,9 +85,12 @@ PRESETS: Dict[str, MagnetPreset] = {
     # chosen on TikTok's validation split (r = 40 and 150 were worse there)
     "default": _DEFAULT,
     # TikTok (not in Table 3): the defaults plus a 60-epoch behaviour warm-up (about where
-    # LightGCN peaks on validation there) under the residual head, chosen on TikTok's
-    # validation split: without it the router commits to content experts on random IDs
-    "tiktok": replace(_DEFAULT, residual=True, warmup_epochs=60),
+    # LightGCN peaks on validation there) under the residual head, and a router whose
+    # gradient stops at the behaviour embeddings, both chosen on TikTok's validation split:
+    # without the warm-up the router commits to content experts on random IDs; without the
+    # gradient stop the confidence loss that sharpens the routing after the switch also
+    # reshapes the warmed-up embeddings
+    "tiktok": replace(_DEFAULT, residual=True, warmup_epochs=60, detach_router=True),
     # the built-in synthetic dataset (``--data synthetic`` is ``synthetic-small``): the defaults
     # with diagonal ("lightweight") experts and Quad-Ent weights (Table 6), chosen on its
     # validation split; Quad-Ent's weaker confidence pressure once routing has sharpened slows
@@ -135,8 +139,8 @@ class MAGNET(Recommender):
             ``entropy``, ``fixed``, ``coverage``, ``confidence`` or ``off``).
         lambda_ctr: weight of the view contrast (Eq. 28; dual view only).
         tau: InfoNCE temperature.
-        expert_type, residual: expert maps and behaviour residual of the head
-            (:class:`~magnet_pyg.nn.TripletMoEHead`).
+        expert_type, residual, detach_router: expert maps, behaviour residual and router
+            gradient stop of the head (:class:`~magnet_pyg.nn.TripletMoEHead`).
         reg_weight: LightGCN-style L2 penalty on the layer-0 embeddings of the batch's users
             and items (one reading of Eq. 32's :math:`\lambda\|\Theta\|^2`; the optimiser's
             weight decay is the other, and both may be used).
@@ -197,6 +201,7 @@ class MAGNET(Recommender):
         feature_norm: str = "l2",
         expert_type: str = "linear",
         residual: bool = False,
+        detach_router: bool = False,
         reg_weight: float = 0.0,
         exclude_target: bool = True,
         induced_weight: float = 1.0,
@@ -240,7 +245,8 @@ class MAGNET(Recommender):
             self.head = TripletMoEHead(embedding_dim, self.modalities, top_k=top_k, families=families,
                                        split=split, alpha=alpha, beta=beta, delta=delta, eps=eps,
                                        templates=templates, num_experts=num_experts, dropout=dropout,
-                                       expert_type=expert_type, residual=residual)
+                                       expert_type=expert_type, residual=residual,
+                                       detach_router=detach_router)
         else:
             self.head = FusionHead(embedding_dim, len(self.modalities), dropout=dropout)
         self.moe = moe

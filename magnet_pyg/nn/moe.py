@@ -100,6 +100,9 @@ class TripletMoEHead(torch.nn.Module):
             to Eq. 21 and initialises the Score head :math:`\mathbf v` to zero, so the model
             starts as the backbone's dot product and the experts learn a correction on top of
             it (content is used only where the routed experts improve on it).
+        detach_router: ``True`` feeds the router :math:`[\mathbf z_u; \mathbf z_i]` with the
+            gradient stopped, so the routing losses (and the router's share of the ranking
+            loss) train the router only and never move the behaviour embeddings underneath.
         behavior: name of the behaviour source used in expert labels.
 
     Shapes:
@@ -128,6 +131,7 @@ class TripletMoEHead(torch.nn.Module):
         expert_init: str = "identity",
         expert_type: str = "linear",
         residual: bool = False,
+        detach_router: bool = False,
         behavior: str = "B",
     ) -> None:
         super().__init__()
@@ -169,6 +173,7 @@ class TripletMoEHead(torch.nn.Module):
         self.expert_init = expert_init
         self.expert_type = expert_type
         self.residual = residual
+        self.detach_router = detach_router
         self.pool: Optional[ExpertPool] = pool if templates else None
         self.sources = pool.sources
 
@@ -245,6 +250,8 @@ class TripletMoEHead(torch.nn.Module):
 
     def router_logits(self, z_u: Tensor, z_i: Tensor) -> Tensor:
         r"""``[B, E]`` router logits on :math:`q_{ui} = [\mathbf z_u; \mathbf z_i]` (Eq. 16-17)."""
+        if self.detach_router:
+            z_u, z_i = z_u.detach(), z_i.detach()
         return self.router(torch.cat([z_u, z_i], dim=-1))
 
     def _select(self, logits: Tensor):
@@ -308,13 +315,14 @@ class TripletMoEHead(torch.nn.Module):
         fu = self._side(r_u, self.f_weight, self.f_bias, drop=False)
         fu = fu * self.score.weight.view(1, 1, -1)                           # [E, B, h]
         w_r, b_r = self.router.weight, self.router.bias
-        lu = (z_u @ w_r[:, :d].t() + b_r).t().unsqueeze(2)                  # [E, B, 1]
+        q_u, q_i = (z_u.detach(), z_i_all.detach()) if self.detach_router else (z_u, z_i_all)
+        lu = (q_u @ w_r[:, :d].t() + b_r).t().unsqueeze(2)                  # [E, B, 1]
         out = z_u.new_empty(z_u.size(0), z_i_all.size(0))
         for start in range(0, z_i_all.size(0), item_chunk):
             sl = slice(start, start + item_chunk)
             gi = self._side(r_i[sl], self.g_weight, self.g_bias, drop=False)  # [E, C, h]
             s = torch.bmm(fu, gi.transpose(1, 2))                             # [E, B, C]
-            logits = lu + (z_i_all[sl] @ w_r[:, d:].t()).t().unsqueeze(1)     # [E, B, C]
+            logits = lu + (q_i[sl] @ w_r[:, d:].t()).t().unsqueeze(1)         # [E, B, C]
             out[:, sl] = self._topk_mix(logits, s)
             if self.residual:
                 out[:, sl] += z_u @ z_i_all[sl].t()
