@@ -281,9 +281,9 @@ def _train_parser(sub) -> None:
     t.add_argument("--weight-decay", type=float, default=None,
                    help="Adam L2 on all parameters (default: the model's; 0 for bpr/lightgcn)")
     t.add_argument("--patience", type=int, default=None, help="default: the model's own")
-    t.add_argument("--ema-decay", type=float, default=None,
+    t.add_argument("--ema-decay", type=float, default=0.0,
                    help="validate, select and test an exponential moving average of the parameters "
-                        "with this per-step decay (default: the model's; 0 = off, the last iterate)")
+                        "with this per-step decay (0 = off: the last iterate)")
     t.add_argument("--select-metric", default="ndcg@20")
     t.add_argument("--ks", type=int, nargs="+", default=[10, 20, 50])
     t.add_argument("--eval-batch-size", type=int, default=4096)
@@ -363,9 +363,10 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
     common = dict(epochs=args.epochs, patience=args.patience, select_metric=args.select_metric,
                   ks=tuple(args.ks), eval_batch_size=args.eval_batch_size,
                   mask_valid_in_test=args.mask_valid_in_test, seed=args.seed, device=args.device,
-                  out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+                  out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+                  ema_decay=args.ema_decay)
     TrainConfig(batch_size=args.batch_size or 1, lr=args.lr or 1.0, weight_decay=args.weight_decay or 0.0,
-                ema_decay=args.ema_decay or 0.0, **common).validate()  # bad options fail before anything heavy starts
+                **common).validate()  # bad options fail before anything heavy starts
     from .train.distributed import check_scale_options, make_trainer, world_info
     scale = check_scale_options(args)  # fanout, world size, device; joins torchrun's process group
     data = load_dataset(args.data, seed=args.data_seed, drop_cold_start=not args.keep_cold_start)
@@ -377,7 +378,7 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
     pick = lambda name, fallback: getattr(args, name) if getattr(args, name) is not None \
         else defaults.get(name, fallback)
     cfg = TrainConfig(batch_size=pick("batch_size", 2048), lr=pick("lr", 1e-3),
-                      weight_decay=pick("weight_decay", 0.0), ema_decay=pick("ema_decay", 0.0), **common)
+                      weight_decay=pick("weight_decay", 0.0), **common)
     extra = {"model_options": opts, "data": args.data, "data_seed": args.data_seed,
              "resplit_seed": args.resplit_seed, "dataset_stats": describe(data)}
     results = make_trainer(cfg, extra, scale).fit(model, data, model_name=args.model)
