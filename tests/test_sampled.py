@@ -223,15 +223,18 @@ def test_sampled_trainer_magnet_dv_with_workers(tiny_dv):
     assert 0.0 <= res["test"]["recall@20"] <= 1.0
 
 
-def test_full_mode_world1_matches_plain_trainer():
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_full_mode_world1_matches_plain_trainer(ema_decay):
     from magnet_pyg.train import Trainer
     d = synthetic("tiny", seed=0)
     res = []
     for T in (lambda c: Trainer(c), lambda c: LargeGraphTrainer(c, ScaleConfig())):
         torch.manual_seed(0)
         m = LightGCN(num_users(d), num_items(d), 16, 2)
-        res.append(T(_cfg()).fit(m, d, "lightgcn"))
+        res.append(T(_cfg(ema_decay=ema_decay)).fit(m, d, "lightgcn"))
     assert [e["loss"] for e in res[0]["epochs"]] == [e["loss"] for e in res[1]["epochs"]]
+    # with a weight average both validate, select and test the average, not the iterate
+    assert [e["valid"] for e in res[0]["epochs"]] == [e["valid"] for e in res[1]["epochs"]]
     assert res[0]["test"] == res[1]["test"]
 
 

@@ -250,9 +250,11 @@ class TripletMoEHead(torch.nn.Module):
 
     def router_logits(self, z_u: Tensor, z_i: Tensor) -> Tensor:
         r"""``[B, E]`` router logits on :math:`q_{ui} = [\mathbf z_u; \mathbf z_i]` (Eq. 16-17)."""
-        if self.detach_router:
-            z_u, z_i = z_u.detach(), z_i.detach()
-        return self.router(torch.cat([z_u, z_i], dim=-1))
+        return self.router(torch.cat([self._router_input(z_u), self._router_input(z_i)], dim=-1))
+
+    def _router_input(self, z: Tensor) -> Tensor:
+        """``z`` with the gradient stopped when ``detach_router`` is set."""
+        return z.detach() if self.detach_router else z
 
     def _select(self, logits: Tensor):
         """Top-K over the last dim and renormalised weights (Eq. 18-19)."""
@@ -315,7 +317,7 @@ class TripletMoEHead(torch.nn.Module):
         fu = self._side(r_u, self.f_weight, self.f_bias, drop=False)
         fu = fu * self.score.weight.view(1, 1, -1)                           # [E, B, h]
         w_r, b_r = self.router.weight, self.router.bias
-        q_u, q_i = (z_u.detach(), z_i_all.detach()) if self.detach_router else (z_u, z_i_all)
+        q_u, q_i = self._router_input(z_u), self._router_input(z_i_all)
         lu = (q_u @ w_r[:, :d].t() + b_r).t().unsqueeze(2)                  # [E, B, 1]
         out = z_u.new_empty(z_u.size(0), z_i_all.size(0))
         for start in range(0, z_i_all.size(0), item_chunk):

@@ -17,13 +17,13 @@ per-epoch Python state (for example MAGNET's warm-up flag) is the one evaluation
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Dict, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Dict, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["WeightAverage"]
+__all__ = ["WeightAverage", "averaged"]
 
 
 class WeightAverage:
@@ -75,3 +75,8 @@ class WeightAverage:
         self.decay = float(state["decay"])
         for n, t in shadow.items():
             self.shadow[n].copy_(t)
+
+
+def averaged(average: Optional[WeightAverage], model: nn.Module) -> AbstractContextManager:
+    """:meth:`WeightAverage.swapped` when there is an ``average``, else a no-op context."""
+    return average.swapped(model) if average is not None else nullcontext(model)

@@ -47,9 +47,11 @@ from tqdm.auto import tqdm
 
 from ..data.schema import num_items, split_edge_index
 from ..evaluate import Evaluator
-from .checkpoint import atomic_json_dump, load_checkpoint
+from .averaging import averaged
+from .checkpoint import atomic_json_dump
 from .sampling import LinkSampler
-from .trainer import TrainConfig, _epoch_seed, _metrics_only, check_device, close_epoch, environment
+from .trainer import (RunState, TrainConfig, _epoch_seed, _metrics_only, check_device, close_epoch,
+                      environment)
 
 log = logging.getLogger(__name__)
 
@@ -296,17 +298,10 @@ class LargeGraphTrainer:
             runner = DistributedDataParallel(step, device_ids=None,
                                              find_unused_parameters=sc.find_unused_parameters)
 
-        start, history, best = 0, [], {"value": float("-inf"), "epoch": -1, "valid": {}, "bad_epochs": 0}
-        best_state = None
-        stopped = False
-        if cfg.resume and out is not None and (out / "last.pt").exists():
-            ck = load_checkpoint(out / "last.pt", map_location=device)
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            start, history, best, stopped = ck["epoch"] + 1, ck["history"], ck["best"], ck["stopped"]
-            if lead:
-                best_state = load_checkpoint(out / "best.pt", map_location=device)["model"]
-            log.info("rank %d resumed from %s at epoch %d", rank, out / "last.pt", start)
+        # every rank keeps the average (the parameters agree after each step); rank 0 evaluates it
+        run = RunState.open(cfg, model, optimizer, out, device, load_best=lead)
+        average, start, history, best = run.average, run.start, run.history, run.best
+        best_state, stopped = run.best_state, run.stopped
 
         self.step_losses, self.fingerprints = [], []
         epoch = start - 1
@@ -328,6 +323,8 @@ class LargeGraphTrainer:
                 optimizer.zero_grad(set_to_none=True)
                 scaled.backward()
                 optimizer.step()
+                if average is not None:
+                    average.update(model)
                 local.append(loss.detach().float() * w)
                 steps += 1
                 for k, v in logs.items():
@@ -346,7 +343,8 @@ class LargeGraphTrainer:
             record: Dict[str, Any] = {}
             if lead:
                 t1 = time.perf_counter()
-                valid = self._evaluate(model, graph, evaluator, "valid", lw_graph)
+                with averaged(average, model):
+                    valid = self._evaluate(model, graph, evaluator, "valid", lw_graph)
                 eval_seconds = time.perf_counter() - t1
                 record = {"epoch": epoch, "loss": sum(epoch_losses) / max(steps, 1),
                           "train_seconds": train_seconds, "eval_seconds": eval_seconds,
@@ -355,7 +353,7 @@ class LargeGraphTrainer:
                 if world > 1:
                     record["world_size"] = world
                 best, new_best, stopped = close_epoch(cfg, model, optimizer, out, record, history, best,
-                                                      patience)
+                                                      patience, average)
                 best_state = new_best if new_best is not None else best_state
             else:
                 model.epoch_logs()  # keep per-epoch model state (e.g. MAGNET routing) in step

@@ -13,18 +13,18 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from torch import Tensor
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
 from ..data.schema import num_items, split_edge_index
 from ..evaluate import Evaluator
-from .averaging import WeightAverage
+from .averaging import WeightAverage, averaged
 from .checkpoint import atomic_json_dump, atomic_torch_save, load_checkpoint
 from .sampling import LinkSampler
 
@@ -94,6 +94,43 @@ def _metrics_only(res: Dict[str, Any]) -> Dict[str, float]:
 
 
 
+@dataclass
+class RunState:
+    """Where a run starts: fresh, or resumed from ``out/last.pt`` and ``out/best.pt``
+    (shared by :class:`Trainer` and the distributed trainer)."""
+    start: int
+    history: List[Dict[str, Any]]
+    best: Dict[str, Any]
+    stopped: bool
+    best_state: Optional[Dict[str, Tensor]]
+    average: Optional[WeightAverage]
+
+    @classmethod
+    def open(cls, cfg: TrainConfig, model, optimizer, out: Optional[Path], device: torch.device,
+             load_best: bool = True) -> "RunState":
+        """Create the weight average (``cfg.ema_decay > 0``) and, with ``cfg.resume`` and a
+        ``last.pt`` under ``out``, load the model, optimiser, average and early-stopping state
+        from it (``best.pt`` too unless ``load_best=False``)."""
+        average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        run = cls(0, [], {"value": float("-inf"), "epoch": -1, "valid": {}, "bad_epochs": 0}, False,
+                  None, average)
+        if not (cfg.resume and out is not None and (out / "last.pt").exists()):
+            return run
+        ck = load_checkpoint(out / "last.pt", map_location=device)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if average is not None:
+            if "average" not in ck:
+                raise ValueError(f"{out / 'last.pt'} holds no weight average: it was trained "
+                                 f"without ema_decay, resume it without one")
+            average.load_state_dict(ck["average"])
+        run.start, run.history, run.best, run.stopped = ck["epoch"] + 1, ck["history"], ck["best"], ck["stopped"]
+        if load_best:
+            run.best_state = load_checkpoint(out / "best.pt", map_location=device)["model"]
+        log.info("resumed from %s at epoch %d", out / "last.pt", run.start)
+        return run
+
+
 def close_epoch(cfg: TrainConfig, model, optimizer, out: Optional[Path], record: Dict[str, Any],
                 history: List[Dict[str, Any]], best: Dict[str, Any], patience: int,
                 average: Optional[WeightAverage] = None):
@@ -114,7 +151,7 @@ def close_epoch(cfg: TrainConfig, model, optimizer, out: Optional[Path], record:
     best_state = None
     if value > best["value"]:
         best = {"value": value, "epoch": epoch, "valid": valid, "bad_epochs": 0}
-        with average.swapped(model) if average is not None else nullcontext():
+        with averaged(average, model):
             best_state = copy.deepcopy(model.state_dict())
         if out is not None:
             atomic_torch_save({"model": best_state, "epoch": epoch}, out / "best.pt")
@@ -161,23 +198,9 @@ class Trainer:
         evaluator = Evaluator(data, cfg.ks, cfg.eval_batch_size, cfg.mask_valid_in_test)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         patience = cfg.patience or model.default_patience
-        average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-
-        start, history, best = 0, [], {"value": float("-inf"), "epoch": -1, "valid": {}, "bad_epochs": 0}
-        best_state = None
-        stopped = False
-        if cfg.resume and out is not None and (out / "last.pt").exists():
-            ck = load_checkpoint(out / "last.pt", map_location=device)
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            if average is not None:
-                if "average" not in ck:
-                    raise ValueError(f"{out / 'last.pt'} holds no weight average: it was trained "
-                                     f"without ema_decay, resume it without one")
-                average.load_state_dict(ck["average"])
-            start, history, best, stopped = ck["epoch"] + 1, ck["history"], ck["best"], ck["stopped"]
-            best_state = load_checkpoint(out / "best.pt", map_location=device)["model"]
-            log.info("resumed from %s at epoch %d", out / "last.pt", start)
+        run = RunState.open(cfg, model, optimizer, out, device)
+        average, start, history, best = run.average, run.start, run.history, run.best
+        best_state, stopped = run.best_state, run.stopped
 
         epoch = start - 1
         for epoch in range(start, cfg.epochs):
@@ -207,7 +230,7 @@ class Trainer:
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
             t1 = time.perf_counter()
-            with average.swapped(model) if average is not None else nullcontext():
+            with averaged(average, model):
                 valid = _metrics_only(evaluator.evaluate(model, graph, "valid"))
             eval_seconds = time.perf_counter() - t1
             record = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": train_seconds,
