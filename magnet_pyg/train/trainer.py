@@ -93,7 +93,6 @@ def _metrics_only(res: Dict[str, Any]) -> Dict[str, float]:
     return {k: v for k, v in res.items() if "@" in k}
 
 
-
 @dataclass
 class RunState:
     """Where a run starts: fresh, or resumed from ``out/last.pt`` and ``out/best.pt``
@@ -173,6 +172,7 @@ def close_epoch(cfg: TrainConfig, model, optimizer, out: Optional[Path], record:
             last["average"] = average.state_dict()
         atomic_torch_save(last, out / "last.pt")
     return best, best_state, stopped
+
 
 class Trainer:
     """Train and evaluate a recommender on a dataset (see the module docstring).
