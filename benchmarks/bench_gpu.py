@@ -53,11 +53,11 @@ def load(name: str, seed: int):
     from magnet_pyg.data import default_data_root, load_mmrec, synthetic
     from magnet_pyg.data.synthetic import PRESETS as SYN
     if name in SYN:
-        return synthetic(name, seed=seed), "electronics" if name == "electronics" else "default"
+        return synthetic(name, seed=seed), "paper-electronics" if name == "electronics" else "default"
     path = Path(name)
     if not path.exists():
         path = default_data_root() / name
-    return load_mmrec(path), (name if name in ("baby", "sports", "clothing", "electronics") else "default")
+    return load_mmrec(path), (f"paper-{name}" if name in ("baby", "sports", "clothing", "electronics") else "default")
 
 
 def run_one(data, preset, view, mode, args, dev):
@@ -160,7 +160,7 @@ def main():
     from magnet_pyg.models.magnet import PRESETS
     if "sampled" in args.modes:
         check_sampling_backend()
-        check_fanout(args.fanout, PRESETS["electronics"].layers)
+        check_fanout(args.fanout, PRESETS["paper-electronics"].layers)
     from common import write
     dev = torch.device(args.device)
     if dev.type != "cuda":

@@ -59,8 +59,8 @@ def table(out: Path):
                 ent[f"{split}_{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
         ep = [e["train_seconds"] for r in runs for e in r["epochs"][1:]] or \
              [e["train_seconds"] for r in runs for e in r["epochs"]]
-        ev = [e["eval_seconds"] for r in runs for e in r["epochs"][1:]] or \
-             [e["eval_seconds"] for r in runs for e in r["epochs"]]
+        ev = [e["eval_seconds"] for r in runs for e in r["epochs"][1:] if "eval_seconds" in e] or \
+             [e["eval_seconds"] for r in runs for e in r["epochs"] if "eval_seconds" in e]
         ent["epoch_seconds"] = statistics.median(ep)
         ent["eval_seconds"] = statistics.median(ev)
         ent["best_epochs"] = [r["best_epoch"] for r in runs]

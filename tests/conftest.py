@@ -47,3 +47,8 @@ def baby(baby_path):
 @pytest.fixture()
 def tiny():
     return synthetic("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def sports_path() -> Path:
+    return _real("sports")

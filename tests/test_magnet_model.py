@@ -19,8 +19,8 @@ def _dims(d):
 
 
 def test_from_preset_and_overrides(tiny):
-    m = MAGNET.from_preset(num_users(tiny), num_items(tiny), _dims(tiny), "baby", view="single", top_k=2)
-    pre = MAGNET_PRESETS["baby"]
+    m = MAGNET.from_preset(num_users(tiny), num_items(tiny), _dims(tiny), "paper-baby", view="single", top_k=2)
+    pre = MAGNET_PRESETS["paper-baby"]
     assert m.head.top_k == 2 and m.encoder.num_layers == pre.layers and m.lambda_ctr == pre.lambda_ctr
     with pytest.raises(ValueError, match="unknown preset"):
         MAGNET.from_preset(3, 3, _dims(tiny), "nope")

@@ -184,3 +184,36 @@ def test_early_stopping_waits_for_the_models_minimum_epochs():
             if stopped:
                 break
         assert epoch == stop_at and best["epoch"] == 0
+
+
+def test_eval_every_validates_every_nth_and_last_epoch(tmp_path):
+    d = synthetic("tiny", seed=0)
+    cfg = TrainConfig(epochs=5, batch_size=256, eval_every=2, patience=50, seed=0, progress=False,
+                      out_dir=str(tmp_path))
+    res = Trainer(cfg).fit(LightGCN(num_users(d), num_items(d), 16, 2, 1e-4), d)
+    assert ["valid" in e for e in res["epochs"]] == [False, True, False, True, True]
+    assert res["best_epoch"] in (1, 3, 4)
+    with pytest.raises(ValueError, match="eval_every"):
+        TrainConfig(eval_every=0).validate()
+
+
+def test_warm_start_copies_matching_tensors_and_refuses_other_shapes(tmp_path):
+    from magnet_pyg.data import modality_features
+    from magnet_pyg.models import MAGNET
+    from magnet_pyg.train.checkpoint import warm_start
+    d = synthetic("tiny", seed=0)
+    _fit(LightGCN, 0, out=str(tmp_path / "lgcn"))
+    dims = {k: v.size(1) for k, v in modality_features(d).items()}
+    m = MAGNET(num_users(d), num_items(d), dims, embedding_dim=16, view="single", residual=True)
+    names = warm_start(m, tmp_path / "lgcn")
+    assert names == ["encoder.embedding.weight"]
+    best = load_checkpoint(tmp_path / "lgcn" / "best.pt")["model"]["encoder.embedding.weight"]
+    assert torch.equal(m.encoder.embedding.weight.detach(), best)
+    with pytest.raises(ValueError, match="shapes differ"):
+        warm_start(MAGNET(num_users(d), num_items(d), dims, embedding_dim=8), tmp_path / "lgcn")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        warm_start(m, tmp_path / "nothing")
+    # through the trainer: a 1-epoch MAGNET-SV run warm-started from the LightGCN run
+    cfg = TrainConfig(epochs=1, batch_size=128, seed=0, progress=False, init_from=str(tmp_path / "lgcn"))
+    res = Trainer(cfg).fit(m, d)
+    assert res["config"]["init_from"] == str(tmp_path / "lgcn")

@@ -7,14 +7,32 @@ from .split import PAPER_SPLIT_SEEDS, per_user_split, resplit
 from .synthetic import PRESETS, SyntheticSpec, synthetic
 
 
-def load_dataset(name_or_path: str, seed: int = 0, drop_cold_start: bool = True):
+def load_dataset(name_or_path: str, seed: int = 0, drop_cold_start: bool = True,
+                 modalities=None):
     """``synthetic`` / ``synthetic-<preset>`` (generated with ``seed``) or an MMRec folder
-    (a path, or a dataset name under :func:`default_data_root`)."""
-    if name_or_path == "synthetic":
-        return synthetic("small", seed=seed)
-    if name_or_path.startswith("synthetic-"):
-        return synthetic(name_or_path[len("synthetic-"):], seed=seed)
-    return load_mmrec(name_or_path, drop_cold_start=drop_cold_start)
+    (a path, or a dataset name under :func:`default_data_root`). ``modalities`` keeps only
+    those content modalities, in that order (default: all, sorted by name)."""
+    if name_or_path == "synthetic" or name_or_path.startswith("synthetic-"):
+        data = synthetic(name_or_path[len("synthetic-"):] or "small", seed=seed) \
+            if name_or_path != "synthetic" else synthetic("small", seed=seed)
+        return data if modalities is None else keep_modalities(data, modalities)
+    return load_mmrec(name_or_path, drop_cold_start=drop_cold_start,
+                      modalities=None if modalities is None else list(modalities))
+
+
+def keep_modalities(data, modalities):
+    """``data`` with only the item feature matrices of ``modalities`` (an error names any
+    modality the data does not have)."""
+    have = modality_names(data)
+    missing = [m for m in modalities if m not in have]
+    if missing:
+        raise DataFormatError(f"modalities {missing} requested, the data has {have}")
+    out = data.clone()
+    for m in have:
+        if m not in modalities:
+            del out["item"][f"x_{m}"]
+    out.modalities = list(modalities)
+    return out
 
 
 __all__ = [
@@ -22,5 +40,5 @@ __all__ = [
     "INDUCED", "INDUCED_BY", "ITEM", "RATED_BY", "RATES", "USER", "has_induced_edges",
     "modality_features", "modality_names", "num_items", "num_users", "set_modality",
     "split_edge_index", "user_item_csr", "PAPER_SPLIT_SEEDS", "per_user_split", "resplit",
-    "PRESETS", "SyntheticSpec", "synthetic", "load_dataset",
+    "PRESETS", "SyntheticSpec", "synthetic", "load_dataset", "keep_modalities",
 ]

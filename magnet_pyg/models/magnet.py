@@ -58,6 +58,9 @@ class MagnetPreset:
     warmup_epochs: int = 0
     strategy: str = "lin"
     detach_router: bool = False
+    feature_norm: str = "l2"
+    exclude_target: bool = True
+    bpr_reduction: str = "mean"
 
     def model_kwargs(self) -> Dict[str, object]:
         """The :class:`MAGNET` constructor arguments this preset sets (``k``, ``r`` and the
@@ -68,18 +71,38 @@ class MagnetPreset:
                     lambda_ctr=self.lambda_ctr, top_k=self.top_k, expert_type=self.expert_type,
                     residual=self.residual, reg_weight=self.reg_weight,
                     induced_weight=self.induced_weight, warmup_epochs=self.warmup_epochs,
-                    strategy=self.strategy, detach_router=self.detach_router)
+                    strategy=self.strategy, detach_router=self.detach_router,
+                    feature_norm=self.feature_norm, exclude_target=self.exclude_target,
+                    bpr_reduction=self.bpr_reduction)
 
+
+def _paper(k: int, r: int, dim: int, delta: float, beta: float, threshold: float, window: int,
+           lambda_r: float, lr: float, weight_decay: float, dropout: float, tau: float) -> MagnetPreset:
+    """One column of the paper's Table 3 with Section 4.3's protocol (batch 1024, 1:1 negatives,
+    Adam, patience 5, at most 200 epochs) and none of this package's additions: raw features
+    (no L2 row normalisation), history pooling over every training item (no leave-one-out),
+    BPR summed over the batch (Eq. 27, Algorithm 2), no batch L2 (the weight decay is Eq. 32's
+    lambda), no residual head, no warm-up, no router gradient stop."""
+    return MagnetPreset(k, r, dim, 2, 0.6, beta, delta, threshold, window, lambda_r, lr, weight_decay,
+                        dropout, tau, 0.01, top_k=4, batch_size=1024, feature_norm="none",
+                        exclude_target=False, bpr_reduction="sum")
+
+
+#: Table 3 of the paper, one column each, as :func:`_paper` describes
+PAPER_PRESETS: Dict[str, MagnetPreset] = {
+    "paper-baby": _paper(20, 150, 64, 0.5, 0.2, 0.90, 3, 0.30, 1e-3, 2e-5, 0.10, 0.5),
+    "paper-sports": _paper(20, 200, 64, 0.4, 0.2, 0.87, 4, 0.30, 1.5e-3, 2e-5, 0.20, 1.5),
+    "paper-clothing": _paper(30, 200, 48, 0.8, 0.1, 0.90, 5, 0.40, 1e-3, 4e-5, 0.20, 0.2),
+    "paper-electronics": _paper(30, 200, 48, 0.6, 0.2, 0.87, 5, 0.30, 1e-3, 2e-4, 0.15, 0.2),
+}
 
 _DEFAULT = MagnetPreset(20, 10, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 0.0, 0.0, 0.5, 0.01,
                         batch_size=2048, reg_weight=1e-4)
 
-#: Table 3 of the paper, plus dataset-agnostic defaults for any other dataset.
+#: the paper's Table 3 (``paper-*``) and this package's presets, each chosen on a dataset's
+#: validation split; ``docs/fidelity.md`` lists how each departs from the paper.
 PRESETS: Dict[str, MagnetPreset] = {
-    "baby": MagnetPreset(20, 150, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 2e-5, 0.10, 0.5, 0.01),
-    "sports": MagnetPreset(20, 200, 64, 2, 0.6, 0.2, 0.4, 0.87, 4, 0.30, 1.5e-3, 2e-5, 0.20, 1.5, 0.01),
-    "clothing": MagnetPreset(30, 200, 48, 2, 0.6, 0.1, 0.8, 0.90, 5, 0.40, 1e-3, 4e-5, 0.20, 0.2, 0.01),
-    "electronics": MagnetPreset(30, 200, 48, 2, 0.6, 0.2, 0.6, 0.87, 5, 0.30, 1e-3, 2e-4, 0.15, 0.2, 0.01),
+    **PAPER_PRESETS,
     # any other dataset: Table 3's template and schedule values with a LightGCN-style optimiser
     # (batch 2048, batch-embedding L2 1e-4 instead of weight decay, no dropout) and r = 10,
     # chosen on TikTok's validation split (r = 40 and 150 were worse there)
@@ -123,8 +146,10 @@ class MAGNET(Recommender):
     Args:
         num_users: ``U``.
         num_items: ``I``.
-        modality_dims: ``{modality name: feature size}`` of the (>= 2) content modalities,
-            in the order of the expert groups after behaviour (``[B, A, S]``).
+        modality_dims: ``{modality name: feature size}`` of the ``M >= 1`` content
+            modalities, in the order of the expert groups after behaviour (``[B, A, S]`` for
+            ``M = 2``, the paper's case; ``n = 1 + M`` sources and ``E = 3n`` experts in
+            general, see :mod:`magnet_pyg.nn.templates`).
         embedding_dim: ``d``.
         num_layers: ``L`` propagation layers per view.
         view: ``"dual"`` (MAGNET-DV) or ``"single"`` (MAGNET-SV, :math:`\mathcal{E}^+ = \emptyset`).
@@ -154,6 +179,10 @@ class MAGNET(Recommender):
             ``1.0`` (default) is the paper's plain union. With ``r`` candidates per user and
             only a handful of observed items, a smaller weight keeps the augmented view
             anchored on behaviour when the content is weak.
+        bpr_reduction: ``"mean"`` (default) or ``"sum"`` over the batch for the BPR term
+            (Eq. 27 and Algorithm 2 sum; the ``paper-*`` presets do). The routing
+            regularisers and the view contrast are batch means either way, so with the mean
+            they weigh about ``B`` times more against the ranking term than in the paper.
         warmup_epochs: behaviour warm-up (the paper is silent on it). During the first
             ``warmup_epochs`` training epochs only the backbone learns, on the BPR loss of the
             plain dot product :math:`\mathbf z_u^\top\mathbf z_i` (plus the view contrast and
@@ -206,13 +235,16 @@ class MAGNET(Recommender):
         exclude_target: bool = True,
         induced_weight: float = 1.0,
         warmup_epochs: int = 0,
+        bpr_reduction: str = "mean",
     ):
         super().__init__()
-        if len(modality_dims) < 2:
+        if len(modality_dims) < 1:
             raise ValueError(
-                f"MAGNET needs at least two content modalities, the dataset has "
-                f"{len(modality_dims)} ({list(modality_dims)}); use --model lightgcn or --model bpr "
-                f"for interaction-only data")
+                "MAGNET needs at least one content modality, the dataset has none; use the "
+                "lightgcn or bpr model for interaction-only data")
+        if bpr_reduction not in ("mean", "sum"):
+            raise ValueError(f"bpr_reduction must be 'mean' or 'sum', got '{bpr_reduction}'")
+        self.bpr_reduction = bpr_reduction
         if view not in ("dual", "single"):
             raise ValueError(f"view must be 'dual' or 'single', got '{view}'")
         for name, v in (("lambda_ctr", lambda_ctr), ("dropout", dropout), ("reg_weight", reg_weight)):
@@ -361,7 +393,7 @@ class MAGNET(Recommender):
         embedding penalty (:func:`~magnet_pyg.nn.losses.embedding_l2` of the layer-0 rows,
         weighted by ``reg_weight``, or ``None``). Advances the routing schedule with the
         positives' dense routings (Alg. 2, :math:`\Pi`)."""
-        loss, logs = self._ranking_terms(bpr_loss(pos.score, neg.score), ctr, reg)
+        loss, logs = self._ranking_terms(bpr_loss(pos.score, neg.score, self.bpr_reduction), ctr, reg)
         if self.moe:
             sched = self.schedule.update(pos.pi)
             if sched["lambda_cov"] > 0:
@@ -395,7 +427,8 @@ class MAGNET(Recommender):
         view contrast and the batch L2; the head and the schedule are left untouched."""
         zu, zi = self.encoder.split(out.z)
         loss, logs = self._ranking_terms(
-            bpr_loss((zu[users] * zi[pos]).sum(-1), (zu[users] * zi[neg]).sum(-1)), ctr, reg)
+            bpr_loss((zu[users] * zi[pos]).sum(-1), (zu[users] * zi[neg]).sum(-1), self.bpr_reduction),
+            ctr, reg)
         logs["warmup"] = 1.0
         return loss, logs
 

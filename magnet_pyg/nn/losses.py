@@ -6,14 +6,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
-    r"""Mean BPR loss :math:`-\log\sigma(\hat y_{ui} - \hat y_{uj})` (MAGNET Eq. 27).
+def bpr_loss(pos_scores: Tensor, neg_scores: Tensor, reduction: str = "mean") -> Tensor:
+    r"""BPR loss :math:`-\log\sigma(\hat y_{ui} - \hat y_{uj})` over a batch (MAGNET Eq. 27).
 
     Args:
         pos_scores: ``[B]`` scores of observed pairs.
         neg_scores: ``[B]`` scores of sampled negatives.
+        reduction: ``"mean"`` (default, as LightGCN and MMRec) or ``"sum"`` (Eq. 27 and
+            Algorithm 2 of MAGNET, which accumulate over the batch; against batch-mean terms
+            such as the routing regularisers, the sum weighs the ranking term ``B`` times more).
     """
-    return F.softplus(neg_scores - pos_scores).mean()
+    loss = F.softplus(neg_scores - pos_scores)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    raise ValueError(f"reduction must be 'mean' or 'sum', got '{reduction}'")
 
 
 def embedding_l2(*tensors: Tensor) -> Tensor:

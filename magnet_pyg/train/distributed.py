@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from ..data.schema import num_items, split_edge_index
 from ..evaluate import Evaluator
 from .averaging import averaged
-from .checkpoint import atomic_json_dump
+from .checkpoint import atomic_json_dump, warm_start
 from .sampling import LinkSampler
 from .trainer import (RunState, TrainConfig, _epoch_seed, _metrics_only, check_device, close_epoch,
                       environment)
@@ -277,6 +277,8 @@ class LargeGraphTrainer:
         lead = rank == 0
         torch.manual_seed(cfg.seed)
         model.to(device)
+        if cfg.init_from and not cfg.resume:
+            log.info("warm start from %s: %s", cfg.init_from, warm_start(model, cfg.init_from, device))
         lw_graph = None
         if sc.sampled:
             from .sampled import prepare_sampled
@@ -342,14 +344,14 @@ class LargeGraphTrainer:
             train_seconds = time.perf_counter() - t0
             record: Dict[str, Any] = {}
             if lead:
-                t1 = time.perf_counter()
-                with averaged(average, model):
-                    valid = self._evaluate(model, graph, evaluator, "valid", lw_graph)
-                eval_seconds = time.perf_counter() - t1
                 record = {"epoch": epoch, "loss": sum(epoch_losses) / max(steps, 1),
-                          "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-                          **{k: v / max(steps, 1) for k, v in sums.items()},
-                          **model.epoch_logs(), "valid": valid}
+                          "train_seconds": train_seconds,
+                          **{k: v / max(steps, 1) for k, v in sums.items()}, **model.epoch_logs()}
+                if cfg.validates(epoch, getattr(model, "min_epochs", 0)):
+                    t1 = time.perf_counter()
+                    with averaged(average, model):
+                        record["valid"] = self._evaluate(model, graph, evaluator, "valid", lw_graph)
+                    record["eval_seconds"] = time.perf_counter() - t1
                 if world > 1:
                     record["world_size"] = world
                 best, new_best, stopped = close_epoch(cfg, model, optimizer, out, record, history, best,

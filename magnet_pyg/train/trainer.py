@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..data.schema import num_items, split_edge_index
 from ..evaluate import Evaluator
 from .averaging import WeightAverage, averaged
-from .checkpoint import atomic_json_dump, atomic_torch_save, load_checkpoint
+from .checkpoint import atomic_json_dump, atomic_torch_save, load_checkpoint, warm_start
 from .sampling import LinkSampler
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,12 @@ class TrainConfig:
     Adam's L2 penalty on all parameters (MAGNET's :math:`\\lambda`, Eq. 32).
     ``ema_decay > 0`` evaluates, selects and tests an exponential moving average of the
     parameters (:class:`~magnet_pyg.train.averaging.WeightAverage`) instead of the last
-    iterate; ``0`` (default) is off.
+    iterate; ``0`` (default) is off. ``eval_every = n`` validates after every ``n``-th epoch
+    and after the last one (MMRec's ``eval_step``); early stopping then counts validations
+    without improvement, so ``patience`` validations span ``patience * n`` epochs.
+    ``init_from`` (a run folder or checkpoint) warm-starts a fresh run from every tensor of
+    that checkpoint whose name and shape match (:func:`~magnet_pyg.train.checkpoint.warm_start`),
+    for example MAGNET's backbone from a LightGCN run.
     """
     epochs: int = 200
     batch_size: int = 2048
@@ -56,9 +61,17 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     ema_decay: float = 0.0
+    eval_every: int = 1
+    init_from: Optional[str] = None
+
+    def validates(self, epoch: int, min_epochs: int = 0) -> bool:
+        """Whether epoch ``epoch`` (0-based) ends with a validation (see ``eval_every``);
+        the last epoch and the last epoch of a model's warm-up (``min_epochs``) always do."""
+        return ((epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
+                or epoch + 1 == min_epochs)
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -145,23 +158,27 @@ def close_epoch(cfg: TrainConfig, model, optimizer, out: Optional[Path], record:
         this epoch is the new best, else ``None``.
     """
     history.append(record)
-    epoch, valid = record["epoch"], record["valid"]
-    value = valid[cfg.select_metric]
+    epoch, valid = record["epoch"], record.get("valid")
     best_state = None
-    if value > best["value"]:
+    if valid is None:  # an epoch without validation (eval_every > 1): checkpoint only
+        value = None
+    elif valid[cfg.select_metric] > best["value"]:
+        value = valid[cfg.select_metric]
         best = {"value": value, "epoch": epoch, "valid": valid, "bad_epochs": 0}
         with averaged(average, model):
             best_state = copy.deepcopy(model.state_dict())
         if out is not None:
             atomic_torch_save({"model": best_state, "epoch": epoch}, out / "best.pt")
     else:
+        value = valid[cfg.select_metric]
         best["bad_epochs"] += 1
     # a model may ask for a minimum number of epochs (MAGNET's behaviour warm-up); the
     # patience then counts from the end of it
     stopped = best["bad_epochs"] >= patience and epoch + 1 >= getattr(model, "min_epochs", 0) + patience
-    msg = (f"epoch {epoch:3d}  loss {record['loss']:.4f}  train {record['train_seconds']:.2f}s  "
-           f"eval {record['eval_seconds']:.2f}s  valid {cfg.select_metric} {value:.4f}  "
-           f"(best {best['value']:.4f} @ {best['epoch']})")
+    msg = f"epoch {epoch:3d}  loss {record['loss']:.4f}  train {record['train_seconds']:.2f}s  "
+    if value is not None:
+        msg += (f"eval {record['eval_seconds']:.2f}s  valid {cfg.select_metric} {value:.4f}  "
+                f"(best {best['value']:.4f} @ {best['epoch']})")
     if cfg.progress:
         tqdm.write(msg)
     log.info(msg)
@@ -193,6 +210,8 @@ class Trainer:
         out = Path(cfg.out_dir) if cfg.out_dir else None
         torch.manual_seed(cfg.seed)
         model.to(device)
+        if cfg.init_from and not cfg.resume:
+            log.info("warm start from %s: %s", cfg.init_from, warm_start(model, cfg.init_from, device))
         graph = model.prepare(data)
         sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), cfg.batch_size)
         evaluator = Evaluator(data, cfg.ks, cfg.eval_batch_size, cfg.mask_valid_in_test)
@@ -229,13 +248,13 @@ class Trainer:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            with averaged(average, model):
-                valid = _metrics_only(evaluator.evaluate(model, graph, "valid"))
-            eval_seconds = time.perf_counter() - t1
             record = {"epoch": epoch, "loss": total / max(steps, 1), "train_seconds": train_seconds,
-                      "eval_seconds": eval_seconds, **{k: v / max(steps, 1) for k, v in sums.items()},
-                      **model.epoch_logs(), "valid": valid}
+                      **{k: v / max(steps, 1) for k, v in sums.items()}, **model.epoch_logs()}
+            if cfg.validates(epoch, getattr(model, "min_epochs", 0)):
+                t1 = time.perf_counter()
+                with averaged(average, model):
+                    record["valid"] = _metrics_only(evaluator.evaluate(model, graph, "valid"))
+                record["eval_seconds"] = time.perf_counter() - t1
             best, new_best, stopped = close_epoch(cfg, model, optimizer, out, record, history, best,
                                                   patience, average)
             best_state = new_best if new_best is not None else best_state
