@@ -1,4 +1,4 @@
-r"""MAGNET (Dai, Fang and Cai, 2025): modality-guided mixture of graph experts with
+r"""MAGNET (Dai, Fang and Cai, arXiv 2602.20723, 2026): modality-guided mixture of graph experts with
 entropy-triggered routing, composed from :mod:`magnet_pyg.nn`.
 
 * dual-view LightGCN backbone over :math:`\mathcal{G}_{UI}` and

@@ -31,7 +31,9 @@ def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
 
 
 def atomic_json_dump(obj: Any, path: Union[str, Path]) -> None:
-    _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
+    """Strict JSON (a NaN or infinite number is an error, not an invalid ``NaN`` token)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    _atomic(path, lambda f: f.write(text.encode()))
 
 
 def load_checkpoint(path: Union[str, Path], map_location: Any = "cpu") -> Any:

@@ -50,8 +50,9 @@ from ..evaluate import Evaluator
 from .averaging import averaged
 from .checkpoint import atomic_json_dump, warm_start
 from .sampling import LinkSampler
-from .trainer import (RunState, TrainConfig, _epoch_seed, _metrics_only, check_device, close_epoch,
-                      environment)
+from .run_folder import RunFolder, data_fingerprint
+from .trainer import (RunState, TrainConfig, _epoch_seed, _metrics_only, check_device, check_finite,
+                      check_splits, close_epoch, environment)
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,17 @@ class LargeGraphTrainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, model, data: HeteroData, model_name: str = "model") -> Dict[str, Any]:
+        check_splits(data)
+        rank, _ = world_info()
+        if rank != 0 or not self.config.out_dir:
+            return self._fit(model, data, model_name)
+        config = {**asdict(self.config), **self.extra_config, "scale": asdict(self.scale)}
+        folder = RunFolder(self.config.out_dir, config, data_fingerprint(data), self.config.resume,
+                           self.config.overwrite)
+        with folder:  # rank 0 writes the run folder and holds its lock
+            return self._fit(model, data, model_name)
+
+    def _fit(self, model, data: HeteroData, model_name: str) -> Dict[str, Any]:
         cfg, sc = self.config, self.scale
         rank, world = world_info()
         device = rank_device(cfg.device, world)
@@ -321,6 +333,7 @@ class LargeGraphTrainer:
                        mininterval=1.0)
             for batch, w in bar:
                 loss, logs = runner(epoch_graph, batch)
+                check_finite(loss, epoch, steps)
                 scaled = loss * (world * w) if world > 1 else loss
                 optimizer.zero_grad(set_to_none=True)
                 scaled.backward()

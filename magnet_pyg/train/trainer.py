@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..data.schema import num_items, split_edge_index
 from ..evaluate import Evaluator
 from .averaging import WeightAverage, averaged
 from .checkpoint import atomic_json_dump, atomic_torch_save, load_checkpoint, warm_start
+from .run_folder import RunFolder, data_fingerprint
 from .sampling import LinkSampler
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,8 @@ class TrainConfig:
     without improvement, so ``patience`` validations span ``patience * n`` epochs.
     ``init_from`` (a run folder or checkpoint) warm-starts a fresh run from every tensor of
     that checkpoint whose name and shape match (:func:`~magnet_pyg.train.checkpoint.warm_start`),
-    for example MAGNET's backbone from a LightGCN run.
+    for example MAGNET's backbone from a LightGCN run. ``overwrite`` moves a run already in
+    ``out_dir`` aside instead of refusing the folder (:class:`~magnet_pyg.train.run_folder.RunFolder`).
     """
     epochs: int = 200
     batch_size: int = 2048
@@ -63,6 +66,7 @@ class TrainConfig:
     ema_decay: float = 0.0
     eval_every: int = 1
     init_from: Optional[str] = None
+    overwrite: bool = False
 
     def validates(self, epoch: int, min_epochs: int = 0) -> bool:
         """Whether epoch ``epoch`` (0-based) ends with a validation (see ``eval_every``);
@@ -74,10 +78,17 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay", "ema_decay"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.ks or any(int(k) < 1 for k in self.ks):
+            raise ValueError(f"metric cut-offs ks must be positive integers, got {list(self.ks)}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.patience is not None and self.patience < 1:
@@ -205,6 +216,21 @@ class Trainer:
         self.extra_config = dict(extra_config or {})
 
     def fit(self, model, data: HeteroData, model_name: str = "model") -> Dict[str, Any]:
+        check_splits(data)
+        cfg = self.config
+        if not cfg.out_dir:
+            return self._fit(model, data, model_name)
+        folder = RunFolder(cfg.out_dir, self.run_config(), data_fingerprint(data), cfg.resume, cfg.overwrite)
+        with folder:
+            if folder.moved_to is not None:
+                log.warning("the run that was in %s is now in %s", cfg.out_dir, folder.moved_to)
+            return self._fit(model, data, model_name)
+
+    def run_config(self) -> Dict[str, Any]:
+        """Everything that defines the run (recorded in ``config.json`` and ``results.json``)."""
+        return {**asdict(self.config), **self.extra_config}
+
+    def _fit(self, model, data: HeteroData, model_name: str) -> Dict[str, Any]:
         cfg = self.config
         device = check_device(cfg.device)
         out = Path(cfg.out_dir) if cfg.out_dir else None
@@ -236,6 +262,7 @@ class Trainer:
             for users, pos, neg in bar:
                 users, pos, neg = users.to(device), pos.to(device), neg.to(device)
                 loss, logs = model.loss(epoch_graph, users, pos, neg)
+                check_finite(loss, epoch, steps)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -267,7 +294,7 @@ class Trainer:
         results = {
             "model": model_name,
             "dataset": getattr(data, "name", None),
-            "config": {**asdict(self.config), **self.extra_config, "patience_used": patience},
+            "config": {**self.run_config(), "patience_used": patience},
             "best_epoch": best["epoch"],
             "stopped_epoch": history[-1]["epoch"] if history else epoch,
             "early_stopped": bool(stopped),
@@ -280,6 +307,23 @@ class Trainer:
         if out is not None:
             atomic_json_dump(results, out / "results.json")
         return results
+
+
+def check_splits(data: HeteroData) -> None:
+    """Refuse a dataset whose training, validation or test split is empty (with the counts)."""
+    counts = {split: int(split_edge_index(data, split).size(1)) for split in ("train", "valid", "test")}
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        raise ValueError(f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+                         f"(train/valid/test pairs: {counts['train']}/{counts['valid']}/{counts['test']}); "
+                         f"training needs pairs in all three (x_label 0/1/2 in an MMRec .inter file)")
+
+
+def check_finite(loss: Tensor, epoch: int, step: int) -> None:
+    """Stop a run whose loss is NaN or infinite, naming where (instead of training on)."""
+    if not torch.isfinite(loss.detach()).all():
+        raise FloatingPointError(f"the training loss is {float(loss.detach())} at epoch {epoch}, step {step}: "
+                                 f"lower the learning rate or check the input features")
 
 
 def environment() -> Dict[str, Any]:
