@@ -56,6 +56,9 @@ def set_modality(data: HeteroData, name: str, x: Tensor) -> None:
     if x.dim() != 2 or x.size(0) != num_items(data):
         raise ValueError(
             f"modality '{name}': expected a [{num_items(data)}, d] matrix, got shape {tuple(x.shape)}")
+    if x.size(1) == 0:
+        raise ValueError(f"modality '{name}': the feature matrix has zero columns (shape "
+                         f"{tuple(x.shape)}); a modality with zero columns is an error for every model")
     data[ITEM][f"x_{name}"] = x
     names = modality_names(data)
     if name not in names:
