@@ -1,0 +1,119 @@
+"""Collect finished run folders into one summary JSON per dataset, and the markdown tables
+generated from it.
+
+    python benchmarks/collect.py --dataset sports --runs 'runs/sports/*/seed*' \
+        [--json benchmarks/results/summary_sports.json] [--markdown docs/results.md]
+
+Every run folder holding a ``results.json`` becomes one record: its row name (the folder
+above ``seed<S>``), model, preset, full configuration, seed, selected epoch, validation and
+test metrics at that epoch, and the median seconds per training epoch and per validation.
+Rows aggregate the records of one name: mean and sample standard deviation over seeds.
+
+``--markdown FILE`` replaces the text between ``<!-- summary:<dataset> -->`` and
+``<!-- /summary:<dataset> -->`` in ``FILE`` with the table, so tables in the docs are
+generated from the JSON, never typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List
+
+METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
+
+
+def record(run_dir: Path) -> Dict[str, Any]:
+    r = json.loads((run_dir / "results.json").read_text())
+    cfg = r.get("config", {})
+    opts = cfg.get("model_options") or {}
+    train_s = [e["train_seconds"] for e in r["epochs"]]
+    eval_s = [e["eval_seconds"] for e in r["epochs"] if "eval_seconds" in e]
+    return {
+        "name": run_dir.parent.name, "run": str(run_dir), "model": r["model"],
+        "preset": opts.get("preset"), "view": opts.get("view"), "seed": cfg.get("seed"),
+        "init_from": cfg.get("init_from"), "best_epoch": r["best_epoch"],
+        "epochs_trained": len(r["epochs"]),
+        "valid": {m: r["valid"][m] for m in METRICS}, "test": {m: r["test"][m] for m in METRICS},
+        "epoch_seconds": statistics.median(train_s) if train_s else None,
+        "eval_seconds": statistics.median(eval_s) if eval_s else None,
+        "threads": r.get("environment", {}).get("torch_threads"),
+        "machine": r.get("environment", {}).get("gpu", "cpu"),
+        "config": cfg,
+    }
+
+
+def rows(records: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    out: Dict[str, Dict[str, Any]] = {}
+    for name in dict.fromkeys(r["name"] for r in records):
+        rs = sorted((r for r in records if r["name"] == name), key=lambda r: r["seed"])
+        row = {"model": rs[0]["model"], "preset": rs[0]["preset"], "view": rs[0]["view"],
+               "seeds": [r["seed"] for r in rs], "best_epochs": [r["best_epoch"] for r in rs]}
+        for split in ("valid", "test"):
+            for m in METRICS:
+                vals = [r[split][m] for r in rs]
+                row[f"{split}_{m}"] = statistics.mean(vals)
+                row[f"{split}_{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
+        row["epoch_seconds"] = statistics.median([r["epoch_seconds"] for r in rs if r["epoch_seconds"]] or [0])
+        row["eval_seconds"] = statistics.median([r["eval_seconds"] for r in rs if r["eval_seconds"]] or [0])
+        out[name] = row
+    return out
+
+
+def _pm(row: Dict[str, Any], key: str) -> str:
+    std = row[f"{key}_std"]
+    return f"{row[key]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def markdown(summary: Dict[str, Dict[str, Any]]) -> str:
+    lines = ["| row | model | preset | seeds | R@20 (test) | N@20 (test) | N@20 (valid) | R@20 (valid) "
+             "| s/epoch | s/eval | selected epochs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(summary.items(), key=lambda kv: -kv[1]["valid_ndcg@20"])
+    for name, r in order:
+        lines.append(f"| {name} | {r['model']}{'-' + r['view'][0].upper() + 'V' if r['view'] else ''} "
+                     f"| {r['preset'] or '-'} | {len(r['seeds'])} | {_pm(r, 'test_recall@20')} "
+                     f"| {_pm(r, 'test_ndcg@20')} | {_pm(r, 'valid_ndcg@20')} | {_pm(r, 'valid_recall@20')} "
+                     f"| {r['epoch_seconds']:.1f} | {r['eval_seconds']:.1f} "
+                     f"| {', '.join(map(str, r['best_epochs']))} |")
+    best = order[0][0] if order else None
+    if best:
+        lines.append("")
+        lines.append(f"Rows are sorted by mean validation NDCG@20; the validation rule picks **{best}**.")
+    return "\n".join(lines)
+
+
+def replace_block(path: Path, dataset: str, text: str) -> None:
+    start, end = f"<!-- summary:{dataset} -->", f"<!-- /summary:{dataset} -->"
+    doc = path.read_text()
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{path}: markers {start} ... {end} not found")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--runs", nargs="+", required=True, help="run folders or glob patterns")
+    p.add_argument("--json", default=None, help="default: benchmarks/results/summary_<dataset>.json")
+    p.add_argument("--markdown", default=None, help="replace the summary block of this file")
+    a = p.parse_args(argv)
+    dirs = sorted({Path(d) for pat in a.runs for d in glob.glob(pat) if (Path(d) / "results.json").exists()})
+    if not dirs:
+        raise SystemExit(f"no finished run (results.json) matches {a.runs}")
+    records = [record(d) for d in dirs]
+    summary = rows(records)
+    out = Path(a.json or Path(__file__).parent / "results" / f"summary_{a.dataset}.json")
+    out.write_text(json.dumps({"dataset": a.dataset, "rows": summary, "runs": records}, indent=1) + "\n")
+    table = markdown(summary)
+    print(table)
+    if a.markdown:
+        replace_block(Path(a.markdown), a.dataset, table)
+
+
+if __name__ == "__main__":
+    main()
