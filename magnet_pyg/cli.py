@@ -35,14 +35,16 @@ def register(name: str):
 @register("bpr")
 def _bpr() -> ModelSpec:
     def add(g):
-        g.add_argument("--dim", type=int, default=64, help="embedding size d (bpr, lightgcn)")
+        g.add_argument("--dim", type=int, default=None,
+                       help="embedding size d (default 64; magnet: its preset's)")
         g.add_argument("--reg-weight", type=float, default=1e-4,
                        help="batch L2 penalty on sampled embeddings (bpr, lightgcn)")
 
     def build(args, data):
         from .models.bpr import BPRMF
-        opts = {"dim": args.dim, "reg_weight": args.reg_weight}
-        return BPRMF(num_users(data), num_items(data), args.dim, args.reg_weight), data, opts, {}
+        dim = args.dim or 64
+        opts = {"dim": dim, "reg_weight": args.reg_weight}
+        return BPRMF(num_users(data), num_items(data), dim, args.reg_weight), data, opts, {}
     return add, build
 
 
@@ -55,8 +57,9 @@ def _lightgcn() -> ModelSpec:
     def build(args, data):
         from .models.lightgcn import LightGCN
         layers = args.layers or 2
-        opts = {"dim": args.dim, "layers": layers, "reg_weight": args.reg_weight}
-        model = LightGCN(num_users(data), num_items(data), args.dim, layers, args.reg_weight)
+        dim = args.dim or 64
+        opts = {"dim": dim, "layers": layers, "reg_weight": args.reg_weight}
+        model = LightGCN(num_users(data), num_items(data), dim, layers, args.reg_weight)
         return model, data, opts, {}
     return add, build
 
@@ -90,8 +93,11 @@ def _magnet() -> ModelSpec:
         g.add_argument("--lambda-ctr", type=float, default=None, help="view-contrast weight")
         g.add_argument("--tau", type=float, default=None, help="InfoNCE temperature")
         g.add_argument("--dropout", type=float, default=None)
-        g.add_argument("--feature-norm", choices=["l2", "none"], default="l2",
-                       help="row-normalise raw modality features before the cue projections")
+        g.add_argument("--feature-norm", choices=["l2", "none"], default=None,
+                       help="row-normalise raw modality features before the cue projections "
+                            "(default: the preset's)")
+        g.add_argument("--bpr-reduction", choices=["mean", "sum"], default=None,
+                       help="BPR over the batch: mean, or sum as Eq. 27 (default: the preset's)")
         a = g.add_mutually_exclusive_group()
         a.add_argument("--no-routing-reg", action="store_true", help="ablation: lambda_r = 0")
         a.add_argument("--fixed-switch", type=int, metavar="EPOCH", default=None,
@@ -111,7 +117,7 @@ def _magnet() -> ModelSpec:
                        help="weight of an induced edge relative to an observed one in G_UIG")
         g.add_argument("--warmup-epochs", type=int, default=None,
                        help="behaviour warm-up: epochs training only the backbone (needs --residual)")
-        g.add_argument("--exclude-target", action=argparse.BooleanOptionalAction, default=True,
+        g.add_argument("--exclude-target", action=argparse.BooleanOptionalAction, default=None,
                        help="leave a BPR positive out of its user's history pool while scoring it")
         g.add_argument("--magnet-reg-weight", type=float, default=None,
                        help="batch L2 on layer-0 embeddings (LightGCN style)")
@@ -131,7 +137,7 @@ def _magnet() -> ModelSpec:
             steps = -(-int(data["user", "rates", "item"].edge_index.size(1)) // batch)
             switch_at = max(1, args.fixed_switch * steps)
         dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-        opts = dict(embedding_dim=args.dim if args.dim != 64 else pre.dim, num_layers=val("layers", "layers"),
+        opts = dict(embedding_dim=val("dim", "dim"), num_layers=val("layers", "layers"),
                     view=args.view, moe=not args.no_moe, templates=not args.free_experts,
                     num_experts=args.experts if args.free_experts else None,
                     top_k=val("top_k", "top_k"), families=args.families, split=args.expert_split,
@@ -140,10 +146,12 @@ def _magnet() -> ModelSpec:
                     window=val("window", "window"), lambda_r=val("lambda_r", "lambda_r"),
                     strategy=val("strategy", "strategy"), routing=routing, switch_at=switch_at,
                     lambda_ctr=0.0 if args.no_view_contrast else val("lambda_ctr", "lambda_ctr"),
-                    tau=val("tau", "tau"), feature_norm=args.feature_norm,
+                    tau=val("tau", "tau"), feature_norm=val("feature_norm", "feature_norm"),
+                    bpr_reduction=val("bpr_reduction", "bpr_reduction"),
                     expert_type=val("expert_type", "expert_type"), residual=val("residual", "residual"),
                     detach_router=val("detach_router", "detach_router"),
-                    reg_weight=val("magnet_reg_weight", "reg_weight"), exclude_target=args.exclude_target,
+                    reg_weight=val("magnet_reg_weight", "reg_weight"),
+                    exclude_target=val("exclude_target", "exclude_target"),
                     induced_weight=val("induced_weight", "induced_weight"),
                     # the fusion head ("w/o MoE") has no residual path to warm up under
                     warmup_epochs=0 if args.no_moe and args.warmup_epochs is None
@@ -186,8 +194,9 @@ def _peer_spec(module: str, cls_name: str, options) -> ModelSpec:
         from .data import modality_features
         dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
         kw = {arg: getattr(args, f"{module}_{arg}") for arg, _, _ in options}
-        model = cls()(num_users(data), num_items(data), dims, embedding_dim=args.dim, **kw)
-        return model, data, {"dim": args.dim, **kw, "modalities": list(dims)}, dict(cls().default_train)
+        dim = args.dim or 64
+        model = cls()(num_users(data), num_items(data), dims, embedding_dim=dim, **kw)
+        return model, data, {"dim": dim, **kw, "modalities": list(dims)}, dict(cls().default_train)
     return add, build
 
 
@@ -196,12 +205,14 @@ def _freedom() -> ModelSpec:
     return _peer_spec("freedom", "FREEDOM", [
         ("knn_k", int, "item kNN neighbours per modality"),
         ("mm_weights", "floats", "item-graph weight per modality, in the dataset's modality order "
-                                 "(default: equal; FREEDOM: 0.1 image 0.9 text)"),
+                                 "(default: MMRec's 0.1 on the image modality, the rest shared; "
+                                 "equal without an image modality)"),
         ("num_mm_layers", int, "propagation layers on the item-item graph"),
         ("num_ui_layers", int, "LightGCN layers on the pruned user-item graph"),
         ("edge_dropout", float, "fraction of user-item edges pruned each epoch (degree-sensitive)"),
         ("feat_weight", float, "weight of the BPR terms on projected raw features"),
         ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
+        ("finetune_features", bool, "train the raw item feature tables (MMRec)"),
     ])
 
 
@@ -213,12 +224,23 @@ def _anchorrec() -> ModelSpec:
         ("num_ii_layers", int, "item-item smoothing layers"),
         ("aal_weight", float, "lambda_1 of L_AAL (anchor-aligned InfoNCE)"),
         ("amp_weight", float, "lambda_2 of L_AMP (similarity preservation)"),
-        ("amp_modality_weight", float, "L_AMP weight of each single modality (anchor: 1)"),
+        ("amp_modality_weights", "floats", "L_AMP weight per modality, dataset order (anchor: 1; "
+                                           "default 0.03 text role, 0.01 split over the others)"),
+        ("amp_similarity", str, "learned-side similarity of L_AMP: dot (authors' code) | cosine (paper)"),
         ("tau", float, "InfoNCE temperature"),
         ("recon_weight", float, "lambda_recon of the anchor correction MLP(p_mm)"),
-        ("mix_weights", "floats", "alpha per modality for p_mix (default: uniform)"),
-        ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
-        ("user_modality_views", bool, "add the users' pooled modality views to the user representation"),
+        ("mix_weights", "floats", "alpha per modality for p_mix, dataset order "
+                                  "(default 0.75 text role, 0.25 split over the others)"),
+        ("mix_from_features", bool, "p_m of p_mix from the raw feature (code) instead of h_m (paper)"),
+        ("reg_weight", float, "L2 on the batch's final user / item embeddings"),
+        ("ui_margin_weight", float, "weight of the user-detached cosine margin term"),
+        ("ui_margin", float, "margin of that term"),
+        ("smooth_weight", float, "weight of the anchor-view smoothness over its kNN graph"),
+        ("text_modality", str, "modality in the authors' text role (default: a text modality, else the "
+                               "first non-visual one)"),
+        ("fuse_all_modalities", bool, "fuse every modality view (paper) instead of mm + text role (code)"),
+        ("user_modality_views", bool, "add the users' mm / text-role views to the user representation"),
+        ("finetune_features", bool, "train an offset of the raw features (code's trainable features)"),
         ("anchor_modality", str, "dataset modality used as the joint anchor feature "
                                  "(default: concatenation of all modalities)"),
     ])
@@ -228,6 +250,10 @@ def _anchorrec() -> ModelSpec:
 def _crane() -> ModelSpec:
     return _peer_spec("crane", "CRANE", [
         ("knn_k", int, "item kNN neighbours per modality (item-item graph)"),
+        ("mm_weights", "floats", "item-graph weight per modality, in the dataset's modality order "
+                                 "(default: 0.1 on the image modality, the rest shared; equal "
+                                 "without an image modality)"),
+        ("edge_dropout", float, "fraction of user-item edges pruned each epoch (degree-sensitive; 0 = off)"),
         ("num_ui_layers", int, "layers on the user-item graph"),
         ("num_ii_layers", int, "layers on the item-item graph"),
         ("num_rounds", int, "recursive cross-modal attention rounds R"),
@@ -239,6 +265,7 @@ def _crane() -> ModelSpec:
         ("attention_dropout", float, "dropout on the attention weights"),
         ("normalize_features", bool, "row-L2-normalise the raw item features"),
         ("id_on_item_graph", bool, "also propagate item ID embeddings over the item-item graph"),
+        ("finetune_features", bool, "train the raw item feature tables (public code)"),
     ])
 
 
@@ -246,18 +273,33 @@ def _crane() -> ModelSpec:
 def _recgoat() -> ModelSpec:
     return _peer_spec("recgoat", "RecGOAT", [
         ("knn_k", int, "item kNN neighbours per modality"),
-        ("user_knn_k", int, "user kNN neighbours (user-user graph)"),
         ("num_ui_layers", int, "LightGCN layers (ID side)"),
+        ("num_item_layers", int, "graph-attention layers of each item modality encoder"),
         ("heads", int, "GAT attention heads"),
-        ("dropout", float, "GAT attention dropout"),
+        ("dropout", float, "GAT feature/attention dropout and dropout after each GAT layer"),
+        ("fusion_dropout", float, "dropout on the LayerNorm output of the fused item vector"),
+        ("text_weight", float, "initial fusion weight of the text-like modality (or of the ID "
+                               "embedding filling its slot)"),
+        ("image_weight", float, "initial fusion weight of every other modality"),
+        ("text_modality", str, "modality taking --recgoat-text-weight (default: the first whose "
+                               "name contains 'text' or 'txt')"),
+        ("modality_weights", "floats", "explicit initial fusion weights, one per modality in the "
+                                       "dataset's modality order"),
+        ("fill_missing_text", bool, "without a text-like modality, fill the text slot with the item ID embedding"),
+        ("learn_fusion", bool, "learn the fusion weights"),
         ("cmcl_weight", float, "weight of the cross-modal contrastive loss"),
+        ("modality_consistency", float, "share of the modality pairs in the CMCL loss"),
         ("tau", float, "CMCL temperature"),
-        ("ot_eps", float, "Sinkhorn entropic regularisation (relative to the max cost)"),
+        ("ot_eps", float, "Sinkhorn entropic regularisation"),
+        ("ot_cost_scale", float, "factor on the transport cost before Sinkhorn"),
         ("ot_iters", int, "Sinkhorn iterations"),
+        ("plan_update", str, "OAT plan refresh: step (authors' code) | epoch (stored with the weights)"),
         ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
+        ("id_init_std", float, "std of the normal init of the ID embeddings"),
         ("normalize_features", bool, "row-L2-normalise the raw item features"),
-        ("fusion_init", float, "initial fusion weight of the ID view (the rest shared by the modalities)"),
-        ("plan_update", str, "OAT plan refresh: epoch (stored with the weights) | step (authors' code)"),
+        ("user_content", bool, "add a user content branch (user-user and user-item graph attention "
+                               "over the mean of the users' items' features)"),
+        ("user_knn_k", int, "user kNN neighbours (user-user graph, --recgoat-user-content only)"),
     ])
 
 
@@ -272,6 +314,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic generator")
     p.add_argument("--resplit-seed", type=int, default=None,
                    help="re-split every user's interactions 8:1:1 with this seed (paper: 9 672 5368 12784 2025)")
+    p.add_argument("--modalities", nargs="+", default=None, metavar="NAME",
+                   help="content modalities to load, in this order (default: every <name>_feat.npy)")
     p.add_argument("--keep-cold-start", action="store_true",
                    help="keep valid/test rows of users without training rows (MMRec drops them)")
     t = p.add_argument_group("training")
@@ -284,6 +328,11 @@ def _train_parser(sub) -> None:
     t.add_argument("--ema-decay", type=float, default=0.0,
                    help="validate, select and test an exponential moving average of the parameters "
                         "with this per-step decay (0 = off: the last iterate)")
+    t.add_argument("--eval-every", type=int, default=1,
+                   help="validate after every N-th epoch (and the last); patience counts validations")
+    t.add_argument("--init-from", default=None, metavar="RUN",
+                   help="warm-start from a run folder's best.pt: every tensor whose name and shape "
+                        "match (e.g. MAGNET's backbone from a LightGCN run)")
     t.add_argument("--select-metric", default="ndcg@20")
     t.add_argument("--ks", type=int, nargs="+", default=[10, 20, 50])
     t.add_argument("--eval-batch-size", type=int, default=4096)
@@ -293,7 +342,10 @@ def _train_parser(sub) -> None:
     t.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--out", default=None, help="run folder: checkpoints and results.json")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with the options it was started with")
+    t.add_argument("--overwrite", action="store_true",
+                   help="if --out holds a run, move it aside (to OUT.replaced-<time>) and start anew")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--fanout", type=int, nargs="+", default=None, metavar="F",
                    help="neighbour-sampled training (lightgcn, magnet): neighbours sampled per layer and "
@@ -364,12 +416,14 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
                   ks=tuple(args.ks), eval_batch_size=args.eval_batch_size,
                   mask_valid_in_test=args.mask_valid_in_test, seed=args.seed, device=args.device,
                   out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-                  ema_decay=args.ema_decay)
+                  ema_decay=args.ema_decay, eval_every=args.eval_every,
+                  init_from=args.init_from, overwrite=args.overwrite)
     TrainConfig(batch_size=args.batch_size or 1, lr=args.lr or 1.0, weight_decay=args.weight_decay or 0.0,
                 **common).validate()  # bad options fail before anything heavy starts
     from .train.distributed import check_scale_options, make_trainer, world_info
     scale = check_scale_options(args)  # fanout, world size, device; joins torchrun's process group
-    data = load_dataset(args.data, seed=args.data_seed, drop_cold_start=not args.keep_cold_start)
+    data = load_dataset(args.data, seed=args.data_seed, drop_cold_start=not args.keep_cold_start,
+                        modalities=args.modalities)
     if args.resplit_seed is not None:
         data = resplit(data, args.resplit_seed)
     log.info("dataset %s", describe(data))
@@ -424,7 +478,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             cmd_report(args)
         elif args.command == "explain":
             cmd_explain(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"magnet-pyg: error: {e}", file=sys.stderr)
         return 2
     return 0

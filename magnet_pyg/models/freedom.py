@@ -7,8 +7,14 @@ Helpers (used by :mod:`~magnet_pyg.models.anchorrec`, :mod:`~magnet_pyg.models.c
 * :func:`require_modalities` refuses datasets with fewer than two content modalities;
 * :func:`knn_edge_index` turns :func:`magnet_pyg.graph.knn.knn_search` (exact torch top-k
   cosine, :math:`O(N^2 d)` once, chunked) into an edge list, optionally with self neighbours;
-* :func:`knn_normalized_adjacency` turns it into FREEDOM's frozen, normalised item-item matrix.
+* :func:`knn_normalized_adjacency` turns it into FREEDOM's frozen, normalised item-item matrix;
+  :func:`item_graph_weights` and :func:`modality_item_graph` weight and sum the modalities;
+* :func:`degree_edge_probability` and :func:`degree_sensitive_prune` are FREEDOM's
+  degree-sensitive pruning of the user-item graph;
+* :func:`xavier_user_item_` and :class:`FeatureTables` reproduce the authors' initialisation of
+  the ID tables and their fine-tuned raw features.
 
+The fidelity table against the authors' code is ``docs/fidelity/freedom.md``.
 """
 from __future__ import annotations
 
@@ -26,8 +32,9 @@ from ..nn.dual_view import DualViewEncoder
 from ..nn.losses import bpr_loss, embedding_l2
 from .base import Logs, Recommender, dot_score
 
-__all__ = ["FREEDOM", "FreedomGraph", "require_modalities", "knn_edge_index",
-           "knn_normalized_adjacency", "degree_edge_probability"]
+__all__ = ["FREEDOM", "FreedomGraph", "FeatureTables", "require_modalities", "check_in_channels",
+           "knn_edge_index", "knn_normalized_adjacency", "item_graph_weights", "modality_item_graph",
+           "degree_edge_probability", "degree_sensitive_prune", "xavier_user_item_"]
 
 #: models that need no content modality (named in the error of :func:`require_modalities`)
 ID_ONLY_MODELS = ("bpr", "lightgcn")
@@ -121,6 +128,109 @@ def degree_edge_probability(edge_index: Tensor, num_users: int, num_items: int) 
     return (du[u] * di[i]).rsqrt()
 
 
+#: MMRec's ``mm_image_weight``: weight of the image (visual) modality in the item-item graph
+MMREC_IMAGE_WEIGHT = 0.1
+#: modality names read as MMRec's visual feature (``v_feat``, ``image_feat.npy``)
+IMAGE_MODALITIES = ("image", "visual", "v")
+
+
+def item_graph_weights(modalities: Sequence[str], mm_weights: Optional[Sequence[float]] = None,
+                       image_weight: float = MMREC_IMAGE_WEIGHT) -> List[float]:
+    r"""Weights :math:`w_m` of the frozen item-item graph :math:`S = \sum_m w_m S^m`, summing to 1.
+
+    ``mm_weights`` (one non-negative number per modality) are renormalised. Without them the
+    weights follow MMRec's FREEDOM (``mm_image_weight = 0.1``: :math:`0.1\,S^{v} + 0.9\,S^{t}`):
+    an ``image`` modality gets ``image_weight`` and the other modalities share the rest equally;
+    a dataset without an image modality gets equal weights.
+    """
+    modalities = list(modalities)
+    if mm_weights is None:
+        img = [m for m in modalities if m.lower() in IMAGE_MODALITIES]
+        if len(img) != 1 or len(modalities) < 2:
+            return [1.0 / len(modalities)] * len(modalities)
+        rest = (1.0 - image_weight) / (len(modalities) - 1)
+        return [image_weight if m == img[0] else rest for m in modalities]
+    mm_weights = [float(w) for w in mm_weights]
+    if len(mm_weights) != len(modalities) or min(mm_weights) < 0 or sum(mm_weights) <= 0:
+        raise ValueError(f"mm_weights must be {len(modalities)} non-negative numbers "
+                         f"(one per modality {modalities}), got {mm_weights}")
+    total = sum(mm_weights)
+    return [w / total for w in mm_weights]
+
+
+def modality_item_graph(features: Mapping[str, Tensor], weights: Sequence[float], k: int) -> Tensor:
+    r"""FREEDOM's frozen item-item graph :math:`S = \sum_m w_m S^m` (Eq. 1-4) of the raw
+    features ``{m: [I, d_m]}`` (in the order of ``weights``), ``[I, I]`` ``torch.sparse_csr``."""
+    mm = None
+    for w, x in zip(weights, features.values()):
+        s = knn_normalized_adjacency(x, k).to_sparse_coo() * w
+        mm = s if mm is None else mm + s
+    return mm.coalesce().to_sparse_csr()
+
+
+def degree_sensitive_prune(edge_index: Tensor, edge_prob: Tensor, num_users: int, num_items: int,
+                           dropout: float, generator: torch.Generator) -> Tensor:
+    r"""Degree-sensitive edge pruning (FREEDOM Eq. 5-7, ``pre_epoch_processing``).
+
+    Keeps :math:`\lfloor (1-\rho)|\mathcal E| \rfloor` of the training edges ``edge_index``
+    (``[2, E]`` (user, item) pairs), drawn without replacement with probability proportional
+    to ``edge_prob`` (:func:`degree_edge_probability`, :math:`1/\sqrt{d_u d_i}`), and returns
+    the re-normalised ``[U+I, U+I]`` adjacency of the kept edges (on ``edge_index.device``).
+    ``rho`` = ``dropout``; randomness comes only from ``generator``.
+    """
+    n_keep = max(1, int(edge_index.size(1) * (1.0 - dropout)))
+    idx = torch.multinomial(edge_prob, n_keep, replacement=False, generator=generator)
+    return bipartite_normalized_adjacency(edge_index[:, idx], num_users, num_items)
+
+
+def xavier_user_item_(weight: Tensor, num_users: int) -> Tensor:
+    r"""Xavier-uniform init of a joint ``[U+I, d]`` ID table as MMRec initialises its two
+    separate tables ``[U, d]`` and ``[I, d]`` (bounds :math:`\sqrt{6/(U+d)}` and
+    :math:`\sqrt{6/(I+d)}`)."""
+    with torch.no_grad():
+        torch.nn.init.xavier_uniform_(weight[:num_users])
+        torch.nn.init.xavier_uniform_(weight[num_users:])
+    return weight
+
+
+class FeatureTables(torch.nn.Module):
+    r"""Trainable copies of the raw item features, ``{m: [I, d_m]}``.
+
+    MMRec's FREEDOM (and CRANE's public code) load the features with
+    ``nn.Embedding.from_pretrained(feat, freeze=False)``: the raw features are fine-tuned. Here
+    the tables are parameters of the model, filled with the dataset's features by the first
+    :meth:`load_` (from the model's ``prepare``); ``loaded`` is saved with the weights, so a
+    checkpoint that is loaded before or after ``prepare`` keeps its fine-tuned features.
+    """
+
+    def __init__(self, num_items: int, in_channels: Mapping[str, int]):
+        super().__init__()
+        self.tables = torch.nn.ParameterDict({m: torch.nn.Parameter(torch.zeros(num_items, int(c)))
+                                              for m, c in in_channels.items()})
+        self.register_buffer("loaded", torch.zeros((), dtype=torch.bool))
+
+    def reset_parameters(self) -> None:
+        """Forget the loaded features (the next :meth:`load_` fills them again)."""
+        with torch.no_grad():
+            for p in self.tables.values():
+                p.zero_()
+        self.loaded.fill_(False)
+
+    @torch.no_grad()
+    def load_(self, features: Mapping[str, Tensor]) -> None:
+        if bool(self.loaded):
+            return
+        for m, p in self.tables.items():
+            if tuple(features[m].shape) != tuple(p.shape):
+                raise ValueError(f"feature '{m}' has shape {tuple(features[m].shape)}, "
+                                 f"the model was built for {tuple(p.shape)}")
+            p.copy_(features[m])
+        self.loaded.fill_(True)
+
+    def forward(self) -> Dict[str, Tensor]:
+        return dict(self.tables.items())
+
+
 # ----------------------------------------------------------------------------- FREEDOM
 @dataclass
 class FreedomGraph:
@@ -129,59 +239,73 @@ class FreedomGraph:
     train_adj: Tensor            # [U+I, U+I] this epoch's pruned graph (training)
     mm_adj: Tensor               # [I, I] frozen weighted item-item graph S
     mm_adj_t: Tensor             # its transpose (fast backward)
-    features: Dict[str, Tensor]  # {m: [I, d_m]} raw item features (frozen)
+    features: Dict[str, Tensor]  # {m: [I, d_m]} raw item features (as loaded; frozen copy)
     edge_index: Tensor           # [2, E] training (user, item) pairs, on the CPU
     edge_prob: Tensor            # [E] 1/sqrt(d_u d_i), on the CPU
 
 
 class FREEDOM(Recommender):
-    r"""FREEDOM: a frozen item-item graph plus a denoised (pruned) user-item graph.
+    r"""FREEDOM: a frozen item-item graph plus a denoised (pruned) user-item graph, following
+    the authors' code (MMRec ``src/models/freedom.py`` with ``configs/model/FREEDOM.yaml`` and
+    ``configs/overall.yaml``).
 
     * **Frozen item-item graph** (Eq. 1-4). For each content modality :math:`m` the binary
-      top-``k`` cosine kNN graph of the raw features, normalised (:func:`knn_normalized_adjacency`),
-      combined as :math:`S = \sum_m w_m S^m` (FREEDOM: :math:`0.1\,S^{v} + 0.9\,S^{t}`; here any
-      modalities, weights ``mm_weights`` renormalised to sum to 1, default equal), built once.
+      top-``k`` cosine kNN graph of the raw features (self included), normalised
+      (:func:`knn_normalized_adjacency`, every entry :math:`1/k`), combined as
+      :math:`S = \sum_m w_m S^m` (:func:`item_graph_weights`: MMRec's :math:`0.1\,S^{v} +
+      0.9\,S^{t}`, i.e. 0.1 on the image modality and the rest shared by the others; equal
+      weights without an image modality; or ``mm_weights``), built once.
       Item ID embeddings are propagated over it for ``num_mm_layers`` layers:
       :math:`\tilde{\mathbf h}_i = (S^{L_m} \mathbf e^{(0)}_I)_i`, ``[I, d]``.
     * **Degree-sensitive edge pruning** (Eq. 5-7). Before every epoch
-      (:meth:`on_epoch_start`), :math:`\lfloor (1-\rho)|\mathcal E| \rfloor` training edges are
-      sampled without replacement with probability :math:`\propto 1/\sqrt{d_u d_i}` (``rho`` =
-      ``edge_dropout``, FREEDOM uses 0.8-0.9, i.e. keeps 10-20 % of the edges); the kept graph is
-      re-normalised. Randomness comes only from the trainer's per-epoch generator, so a resumed
-      run prunes exactly as an uninterrupted one. Inference uses the full graph.
+      (:meth:`on_epoch_start`, :func:`degree_sensitive_prune`),
+      :math:`\lfloor (1-\rho)|\mathcal E| \rfloor` training edges are sampled without
+      replacement with probability :math:`\propto 1/\sqrt{d_u d_i}` (``rho`` =
+      ``edge_dropout`` = MMRec's ``dropout``, grid 0.8 / 0.9, i.e. keeps 20 % / 10 % of the
+      edges); the kept graph is re-normalised. Randomness comes only from the trainer's
+      per-epoch generator, so a resumed run prunes exactly as an uninterrupted one. Inference
+      uses the full graph.
     * **LightGCN** (Eq. 8) over the (pruned) user-item graph, ``num_ui_layers`` layers, layer
       mean: :math:`(\bar{\mathbf h}_u, \bar{\mathbf h}_i)`, each ``[*, d]``.
     * **Fusion** (Eq. 9): :math:`\mathbf z_u = \bar{\mathbf h}_u`,
       :math:`\mathbf z_i = \bar{\mathbf h}_i + \tilde{\mathbf h}_i`; score
       :math:`\mathbf z_u^\top \mathbf z_i`.
     * **Loss** (Eq. 10-11): :math:`\mathcal L = \mathcal L_{BPR}(\mathbf z_u, \mathbf z_i) +
-      \lambda \sum_m \mathcal L_{BPR}(\mathbf z_u, W_m \mathbf x_i^m + \mathbf b_m)`, the second term
-      scoring users against the projected raw features (``feat_weight`` = FREEDOM's
-      ``reg_weight``, grid 0-1e-3), plus an optional batch L2 on the layer-0 embeddings
-      (``reg_weight``, 0 in FREEDOM).
+      \lambda \sum_m \mathcal L_{BPR}(\mathbf z_u, W_m \mathbf x_i^m + \mathbf b_m)` (batch
+      means), the second term scoring users against the projected raw features
+      (``feat_weight`` = MMRec's ``reg_weight``, grid 0 / 1e-5 / 1e-4 / 1e-3). No embedding
+      L2 and no weight decay (``reg_weight`` here is an optional batch L2, 0 as in MMRec).
+    * **Initialisation**: the user and item ID tables are Xavier-uniform each on its own
+      (:func:`xavier_user_item_`, as MMRec's two ``nn.Embedding``), the projections
+      :math:`W_m` keep PyTorch's default ``nn.Linear`` init, and the raw features are
+      trainable copies (:class:`FeatureTables`, MMRec's ``from_pretrained(freeze=False)``)
+      when ``finetune_features`` (default).
 
-    Departure: FREEDOM fine-tunes the raw feature tables (``nn.Embedding.from_pretrained(...,
-    freeze=False)``); here raw features stay frozen inside the prepared graph and only the
-    projections :math:`W_m` learn, so the model's parameters do not depend on the dataset
-    object and ``prepare`` builds no parameter.
+    Defaults equal MMRec's configuration: d = 64, k = 10, 1 item-graph layer, 2 LightGCN
+    layers, prune 80 %, image weight 0.1, lr 1e-3, batch 2048, Adam without weight decay,
+    early-stopping patience 20. MMRec grid-searches ``dropout`` x ``reg_weight`` on the
+    validation split; one point of the grid is the default here (0.8, 1e-4).
 
-    Defaults are FREEDOM's (k = 10, 1 item-graph layer, 2 LightGCN layers, prune 80 %, lr 1e-3,
-    batch 2048) with equal modality weights; on TikTok's validation split (1 seed) the
-    alternatives tried (prune 90 %, feature-BPR weight 0 / 1e-3 / 1e-2, weights 0.1/0.9 and
-    0.9/0.1, batch 1024) were all within 0.005 Recall@20 of them.
+    Departures (see ``docs/fidelity/freedom.md``): features of any number (>= 2) of modalities
+    with any names (the image weight applies to a modality named ``image``); negatives are drawn
+    by the package's trainer (uniform over all items, rejecting the user's training items;
+    MMRec draws from the items seen in training); the CLI selects on ``--select-metric``
+    (MMRec: Recall@20) and trains ``--epochs`` (MMRec: up to 1000).
 
     Args:
         num_users: ``U``.
         num_items: ``I``.
         in_channels: ``{modality: feature size}`` in the dataset's modality order (>= 2).
-        embedding_dim: ``d``.
+        embedding_dim: ``d`` (MMRec's ``embedding_size`` = ``feat_embed_dim``).
         num_ui_layers: LightGCN layers on the user-item graph (2).
         num_mm_layers: propagation layers on the item-item graph (1).
         knn_k: neighbours per item in each modality graph (10).
-        mm_weights: one weight per modality for :math:`S` (default equal), renormalised.
+        mm_weights: one weight per modality for :math:`S`, renormalised (default: MMRec's
+            0.1 image / rest shared, see :func:`item_graph_weights`).
         edge_dropout: fraction of training edges pruned each epoch (0.8).
-        feat_weight: weight :math:`\lambda` of the projected-feature BPR terms.
-        reg_weight: batch L2 on the layer-0 ID embeddings (0, as FREEDOM).
+        feat_weight: weight :math:`\lambda` of the projected-feature BPR terms (1e-4).
+        reg_weight: batch L2 on the layer-0 ID embeddings (0, as MMRec).
+        finetune_features: train the raw feature tables (MMRec); ``False`` keeps them frozen.
     """
 
     default_patience = 20
@@ -191,60 +315,51 @@ class FREEDOM(Recommender):
     def __init__(self, num_users: int, num_items: int, in_channels: Mapping[str, int],
                  embedding_dim: int = 64, num_ui_layers: int = 2, num_mm_layers: int = 1,
                  knn_k: int = 10, mm_weights: Optional[Sequence[float]] = None,
-                 edge_dropout: float = 0.8, feat_weight: float = 1e-4, reg_weight: float = 0.0):
+                 edge_dropout: float = 0.8, feat_weight: float = 1e-4, reg_weight: float = 0.0,
+                 finetune_features: bool = True):
         super().__init__()
         self.modalities = require_modalities(list(in_channels), "freedom")
-        if mm_weights is None:
-            mm_weights = [1.0] * len(self.modalities)
-        mm_weights = [float(w) for w in mm_weights]
-        if len(mm_weights) != len(self.modalities) or min(mm_weights) < 0 or sum(mm_weights) <= 0:
-            raise ValueError(f"mm_weights must be {len(self.modalities)} non-negative numbers "
-                             f"(one per modality {self.modalities}), got {mm_weights}")
         if not 0.0 <= edge_dropout < 1.0:
             raise ValueError(f"edge_dropout must be in [0, 1), got {edge_dropout}")
         if knn_k < 1 or num_mm_layers < 0:
             raise ValueError("knn_k must be >= 1 and num_mm_layers >= 0")
-        total = sum(mm_weights)
-        self.mm_weights = [w / total for w in mm_weights]
+        self.mm_weights = item_graph_weights(self.modalities, mm_weights)
         self.in_channels = {m: int(in_channels[m]) for m in self.modalities}
         self.num_users, self.num_items = num_users, num_items
         self.num_mm_layers, self.knn_k = num_mm_layers, knn_k
         self.edge_dropout, self.feat_weight, self.reg_weight = edge_dropout, feat_weight, reg_weight
+        self.finetune_features = finetune_features
         self.encoder = DualViewEncoder(num_users, num_items, embedding_dim, num_ui_layers)
         self.proj = torch.nn.ModuleDict({m: torch.nn.Linear(c, embedding_dim)
                                          for m, c in self.in_channels.items()})
+        self.feature_tables = FeatureTables(num_items, self.in_channels) if finetune_features else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         self.encoder.reset_parameters()
+        xavier_user_item_(self.encoder.embedding.weight, self.num_users)
         for lin in self.proj.values():
-            torch.nn.init.xavier_uniform_(lin.weight)
-            torch.nn.init.zeros_(lin.bias)
+            lin.reset_parameters()  # PyTorch's default nn.Linear init, as MMRec's image_trs / text_trs
+        if self.feature_tables is not None:
+            self.feature_tables.reset_parameters()
 
     # -- graph ---------------------------------------------------------------------------
     def prepare(self, data: HeteroData) -> FreedomGraph:
         device = self.encoder.embedding.weight.device
-        feats = check_in_channels(self.in_channels, data, "freedom")
+        feats = {m: x.to(device) for m, x in check_in_channels(self.in_channels, data, "freedom").items()}
         U, I = num_users(data), num_items(data)
         ei = split_edge_index(data, "train").cpu()
         adj = bipartite_normalized_adjacency(ei, U, I).to(device)
-        mm = None
-        for w, m in zip(self.mm_weights, self.modalities):
-            s = knn_normalized_adjacency(feats[m].to(device), self.knn_k).to_sparse_coo()
-            mm = s * w if mm is None else mm + s * w
-        mm = mm.coalesce().to_sparse_csr()
+        mm = modality_item_graph(feats, self.mm_weights, self.knn_k)
+        if self.feature_tables is not None:
+            self.feature_tables.load_(feats)
         return FreedomGraph(adj=adj, train_adj=adj, mm_adj=mm, mm_adj_t=transpose_csr(mm),
-                            features={m: x.to(device) for m, x in feats.items()},
-                            edge_index=ei, edge_prob=degree_edge_probability(ei, U, I))
+                            features=feats, edge_index=ei, edge_prob=degree_edge_probability(ei, U, I))
 
     def prune(self, graph: FreedomGraph, generator: torch.Generator) -> Tensor:
-        r"""Degree-sensitive pruning (FREEDOM Eq. 5-7): the normalised adjacency of
-        :math:`\lfloor(1-\rho)|\mathcal E|\rfloor` edges drawn without replacement,
-        :math:`P(u,i) \propto 1/\sqrt{d_u d_i}`."""
-        n_keep = max(1, int(graph.edge_index.size(1) * (1.0 - self.edge_dropout)))
-        idx = torch.multinomial(graph.edge_prob, n_keep, replacement=False, generator=generator)
-        kept = graph.edge_index[:, idx]
-        return bipartite_normalized_adjacency(kept, self.num_users, self.num_items).to(graph.adj.device)
+        r"""This epoch's pruned, re-normalised training graph (:func:`degree_sensitive_prune`)."""
+        return degree_sensitive_prune(graph.edge_index, graph.edge_prob, self.num_users, self.num_items,
+                                      self.edge_dropout, generator).to(graph.adj.device)
 
     def on_epoch_start(self, graph: FreedomGraph, epoch: int, generator: torch.Generator) -> FreedomGraph:
         if self.edge_dropout <= 0:
@@ -261,9 +376,14 @@ class FREEDOM(Recommender):
         zu, zi = self.encoder.split(self.encoder.propagate(adj))
         return zu, zi + h
 
+    def item_features(self, graph: FreedomGraph) -> Dict[str, Tensor]:
+        """The raw item features the model uses, ``{m: [I, d_m]}`` (trainable or frozen)."""
+        return self.feature_tables() if self.feature_tables is not None else graph.features
+
     def projected_features(self, graph: FreedomGraph, items: Tensor) -> Dict[str, Tensor]:
         r""":math:`W_m \mathbf x_i^m + \mathbf b_m` for the given items, ``{m: [B, d]}``."""
-        return {m: self.proj[m](graph.features[m][items]) for m in self.modalities}
+        feats = self.item_features(graph)
+        return {m: self.proj[m](feats[m][items]) for m in self.modalities}
 
     @staticmethod
     def feature_bpr_loss(u: Tensor, feat_pos: Dict[str, Tensor], feat_neg: Dict[str, Tensor]) -> Tensor:

@@ -1,29 +1,37 @@
-r"""RecGOAT (Lu et al., arXiv 2602.00682, "Graph Optimal Adaptive Transport for LLM-Enhanced
-Multimodal Recommendation with Dual Semantic Alignment"; seed 002, with the details of the
-authors' supplement and code: CMCL temperature, Sinkhorn settings, the z_m (T + Delta) map and
-the learned fusion weights)."""
+r"""RecGOAT (Li et al., arXiv 2602.00682, "RecGOAT: Graph Optimal Adaptive Transport for
+LLM-Enhanced Multimodal Recommendation with Dual Semantic Alignment").
+
+The paper's abstract and supplementary material (the CMCL InfoNCE of Lemma 3.3, Sec. 3.3.2; the
+LLM user profiles of Sec. 3.1.3) fix the structure; where they are silent the defaults follow the
+authors' public code (``model_v1.py``, ``parse.py`` and the run commands of its README). The
+mechanism-by-mechanism comparison is in ``docs/fidelity/recgoat.md``."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.nn import GATConv
+from torch_geometric.utils import to_undirected
 
 from ..data.schema import num_items, num_users, split_edge_index
 from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized
 from ..nn.dual_view import DualViewEncoder
-from ..nn.losses import bpr_loss, embedding_l2, view_infonce
+from ..nn.losses import bpr_loss
 from .base import Logs, Recommender, dot_score
 from .freedom import check_in_channels, knn_edge_index, require_modalities
 
-__all__ = ["RecGOAT", "RecGOATGraph", "sinkhorn", "transport_cost"]
+__all__ = ["RecGOAT", "RecGOATGraph", "SlotView", "sinkhorn", "transport_cost", "info_nce",
+           "text_modality_of"]
 
 PLAN_UPDATES = ("epoch", "step")
+#: name of the fusion slot that the item ID embedding fills when no modality is text-like
+ID_SLOT = "id_fill"
+_TEXT_MARKERS = ("text", "txt")
 
 
 def transport_cost(x: Tensor, y: Tensor) -> Tensor:
@@ -45,8 +53,9 @@ def sinkhorn(cost: Tensor, eps: float = 1e-2, num_iters: int = 100, tol: float =
 
     iterating :math:`f \leftarrow \varepsilon\log\mu - \varepsilon\,\mathrm{LSE}_b((g_b - C_{ab})/\varepsilon)`
     and the same for :math:`g`, at most ``num_iters`` times or until the row marginals are
-    within ``tol`` (checked every 10 iterations) (the column marginals are exact after every iteration). The log domain keeps
-    small ``eps`` (1e-2) from underflowing :math:`K`.
+    within ``tol`` (checked every 10 iterations) (the column marginals are exact after every
+    iteration). The log domain keeps a small ``eps`` from underflowing :math:`K` (the plain
+    domain's :math:`K = e^{-C/\varepsilon}` is 0 in float32 once :math:`C/\varepsilon > 104`).
 
     Args:
         cost: ``[n, m]`` cost matrix.
@@ -76,147 +85,254 @@ def sinkhorn(cost: Tensor, eps: float = 1e-2, num_iters: int = 100, tol: float =
     return (k + f.unsqueeze(1) + g.unsqueeze(0)).exp()
 
 
+def info_nce(a: Tensor, b: Tensor, tau: float) -> Tensor:
+    r"""One-directional in-batch InfoNCE with cosine similarity (Lemma 3.3 of the paper's
+    supplement; the authors' ``InfoNCE``):
+    :math:`\frac1B\sum_n -\log\frac{e^{s(a_n,b_n)/\tau}}{\sum_{m=1}^{B} e^{s(a_n,b_m)/\tau}}`.
+
+    Args:
+        a, b: ``[B, d]``; row ``n`` of both is a positive pair, the other rows of ``b`` the
+            negatives of ``a_n`` (repeated rows included, as in the authors' batches).
+        tau: temperature > 0.
+    """
+    logits = (F.normalize(a, dim=-1) / tau) @ F.normalize(b, dim=-1).t()  # [B, B]
+    return F.cross_entropy(logits, torch.arange(a.size(0), device=a.device))
+
+
+def text_modality_of(modalities: Sequence[str]) -> Optional[str]:
+    """The first modality whose name contains ``text`` or ``txt`` (case-insensitive), else ``None``:
+    the one that takes the authors' text weight by default."""
+    for m in modalities:
+        if any(t in m.lower() for t in _TEXT_MARKERS):
+            return m
+    return None
+
+
 @dataclass
 class RecGOATGraph:
     """What :meth:`RecGOAT.prepare` builds once."""
-    adj: Tensor                       # [U+I, U+I] normalised training graph (LightGCN)
-    item_features: Dict[str, Tensor]  # {m: [I, d_m]}
-    user_features: Dict[str, Tensor]  # {m: [U, d_m]} mean of the user's items' features
-    item_edges: Dict[str, Tensor]     # {m: [2, I*k]} item-item kNN (source neighbour -> item)
-    user_edges: Tensor                # [2, U*k] user-user kNN
-    ui_edges: Tensor                  # [2, E] item -> user (bipartite message direction)
+    adj: Tensor                                 # [U+I, U+I] normalised training graph (LightGCN)
+    item_features: Dict[str, Tensor]            # {m: [I, d_m]}
+    item_edges: Dict[str, Tensor]               # {m: [2, E_m]} symmetric item-item kNN graph
+    user_features: Optional[Dict[str, Tensor]] = None  # {m: [U, d_m]} (user_content only)
+    user_edges: Optional[Tensor] = None         # [2, U*k] user-user kNN (user_content only)
+    ui_edges: Optional[Tensor] = None           # [2, E] item -> user (user_content only)
+
+
+class SlotView(NamedTuple):
+    """One fusion slot: encoder output ``h`` (before OAT) and OAT-mapped ``z``, for users
+    (``None`` unless ``user_content``) and items."""
+    h_user: Optional[Tensor]
+    h_item: Tensor
+    z_user: Optional[Tensor]
+    z_item: Tensor
 
 
 class RecGOAT(Recommender):
-    r"""RecGOAT: graph-attention encoders plus dual-granularity (CMCL + OAT) multimodal-ID alignment.
+    r"""RecGOAT: graph-attention item encoders, OAT (distribution-level) and CMCL
+    (instance-level) multimodality-ID alignment, fused into a unit-norm item vector.
 
-    For every content modality :math:`m` (any number >= 2, any names):
+    Default configuration (the authors' code; :math:`d` = ``embedding_dim``):
 
-    * **Item-item GAT**: :math:`\mathbf x^m_i \mapsto W_m\mathbf x^m_i` (features row-L2-normalised
-      first, ``normalize_features``), then a
-      :class:`~torch_geometric.nn.GATConv` layer over the modality's item kNN graph
-      (``knn_k``, no self neighbour; GATConv adds self loops), with a residual:
-      :math:`\mathbf h^m_i = W_m\mathbf x^m_i + \mathrm{GAT}^m_{II}(W_m\mathbf x^m)_i`, ``[I, d]``.
-    * **User side (decision)**: without LLM user summaries, the user's semantic input is the mean
-      of its training items' features, :math:`\bar{\mathbf x}^m_u`, projected by the same
-      :math:`W_m`; the **user-user** graph is the kNN graph (``user_knn_k``) over the
-      concatenation of the row-normalised :math:`\bar{\mathbf x}^m_u`; a user-user GAT then a
-      bipartite **user-item** GAT (items -> users, attention over the user's history) give
-      :math:`\mathbf h^m_u = \mathbf g^m_u + \mathrm{GAT}^m_{UI}((\mathbf h^m_I, \mathbf g^m_U))_u`
-      with :math:`\mathbf g^m_u = W_m\bar{\mathbf x}^m_u + \mathrm{GAT}^m_{UU}(W_m\bar{\mathbf x}^m)_u`.
-    * **ID side**: LightGCN over the user-item graph, :math:`\mathbf z^{id}_u, \mathbf z^{id}_i`.
-    * **OAT** (distribution level): the entropic OT plan :math:`T_m \in \mathbb R^{d\times d}`
-      (:func:`sinkhorn`, ``ot_eps`` = 1e-2, ``ot_iters`` = 100, uniform marginals) between the
-      feature dimensions of the item modality embeddings and the item ID embeddings, cost
-      :func:`transport_cost` divided by its maximum (so ``eps`` is relative to the cost range),
-      treated as a constant (no gradient, as the authors' code) and, by default
-      (``plan_update="epoch"``), recomputed once at the start of every epoch from the current
-      weights and stored with them, so that training and evaluation use the same plan and a
-      resumed run the same plans as an uninterrupted one (the authors' code recomputes it at
-      every step, ``plan_update="step"``; on TikTok's validation split both give the same
-      Recall@20, 0.066 / 0.065, the per-epoch plan about 15 % faster on CPU); modality
-      embeddings are mapped
-      as :math:`\mathbf z^m = \mathbf h^m (d\,T_m + \Delta_m)` for users and items, with a learned
-      correction :math:`\Delta_m` (``[d, d]``, zero-initialised). :math:`d\,T_m` is doubly
-      stochastic (the plan rescaled by ``d`` so the transport keeps the embeddings' scale; the
-      authors' code uses the raw plan, whose rows sum to :math:`1/d`).
-    * **Fusion**: :math:`\mathbf z = (1-\sum_m a_m)\mathbf z^{id} + \sum_m a_m\mathbf z^m` with
-      learned :math:`(1-\sum_m a_m, a_1, \dots, a_M) = \mathrm{softmax}(\boldsymbol\theta)`
-      (initially ``fusion_init`` for the ID view and the rest shared equally; ``None``:
-      uniform); score :math:`\mathbf z_u^\top\mathbf z_i`.
-    * **CMCL** (instance level): :math:`\frac1M\sum_m \big(\mathrm{InfoNCE}(\mathbf z^{id}_I, \mathbf z^m_I)
-      + \mathrm{InfoNCE}(\mathbf z^{id}_U, \mathbf z^m_U)\big)` over the batch's unique positive
-      items and users, temperature ``tau`` = 0.2 (:func:`~magnet_pyg.nn.view_infonce`).
-    * **Loss**: :math:`\mathcal L_{BPR} + \lambda_{cl}\mathcal L_{CMCL} + \lambda_{reg}\mathcal L_{L2}`.
+    * **ID side**: LightGCN over the training graph (``num_ui_layers`` = 3), layer-0 embeddings
+      :math:`\mathcal N(0, 0.1^2)` (``id_init_std``), layer mean
+      :math:`\mathbf z^{id}_u, \mathbf z^{id}_i`, ``[U, d]``, ``[I, d]``.
+    * **Item modality encoders** (the "item-item" graph attention of the abstract), per content
+      modality :math:`m`: :math:`\mathbf h^m = W_m\mathbf x^m + b_m` on the raw features
+      (``normalize_features=False``; PyTorch's default :class:`~torch.nn.Linear` init), then
+      ``num_item_layers`` (1) blocks
+      :math:`\mathbf h \leftarrow \mathrm{drop}(\mathrm{LeakyReLU}_{0.2}(\mathrm{GAT}(\mathrm{drop}(\mathbf h))))`
+      of a :class:`~torch_geometric.nn.GATConv` (``heads`` = 8 heads of size :math:`d/8`,
+      concatenated; attention dropout ``dropout`` = 0.1; self loops) over the modality's
+      symmetrised cosine kNN graph (``knn_k`` = 20), ``[I, d]``.
+    * **Fusion slots**: the authors fuse an image and a text slot. Here every content modality
+      is a slot; the text-like one (:func:`text_modality_of`, or ``text_modality``) gets the
+      authors' text weight ``text_weight`` = 0.8 and every other modality the image weight
+      ``image_weight`` = 0.05 (``modality_weights`` sets them explicitly). When no modality
+      is text-like (``fill_missing_text``), the text slot (named ``"id_fill"``) is filled by the
+      item ID embedding, :math:`\mathbf h^{id} = \mathbf z^{id}_i`, as the authors' code does for
+      a missing modality. TikTok (audio, image): ID 0.1, audio 0.05, image 0.05, ``id_fill``
+      0.8; Sports (keyword, text): ID 0.15, keyword 0.05, text 0.8.
+    * **OAT** (distribution level): per slot :math:`s`, the entropic OT plan
+      :math:`T_s \in \mathbb R^{d\times d}` between the feature dimensions of
+      :math:`\mathbf h^s` and :math:`\mathbf z^{id}_i` (:func:`sinkhorn`; cost
+      :func:`transport_cost` times ``ot_cost_scale`` = 100, ``ot_eps`` = 1e-2, ``ot_iters`` =
+      100, uniform marginals :math:`1/d`, no gradient, recomputed at every step,
+      ``plan_update="step"``), and :math:`\mathbf z^s = \mathbf h^s (T_s + \Delta_s)` with a
+      learned :math:`\Delta_s` ``[d, d]`` (Xavier-uniform init). :math:`T_s` is the raw plan
+      (rows sum to :math:`1/d`).
+    * **Unified item representation**:
+      :math:`\mathbf z_i = \frac{\mathrm{drop}(\mathrm{LN}(\mathbf x_i))}{\|\mathrm{drop}(\mathrm{LN}(\mathbf x_i))\|_2}`,
+      :math:`\mathbf x_i = (1 - \sum_s a_s)\,\mathbf z^{id}_i + \sum_s a_s \mathbf z^s_i`, with
+      learned unconstrained scalars :math:`a_s` (initialised as above), a
+      :class:`~torch.nn.LayerNorm` and dropout 0.1 (``fusion_dropout``); ``[I, d]``, unit rows.
+    * **Users**: :math:`\mathbf z_u = \mathbf z^{id}_u` (no content branch, ``user_content=False``);
+      score :math:`\mathbf z_u^\top \mathbf z_i`.
+    * **CMCL** (instance level, Lemma 3.3 of the supplement; :func:`info_nce`, one direction,
+      ``tau`` = 0.2, over the batch rows):
+      :math:`\mathcal L_{CMCL} = (1-\mu)\,\mathrm{NCE}(\mathbf z_{u}, \mathbf z_{i^+}) +
+      \mu\,\overline{\mathrm{NCE}}` with :math:`\mu` = ``modality_consistency`` = 0.5 and
+      :math:`\overline{\mathrm{NCE}}` the mean of :math:`\mathrm{NCE}(\mathbf h^a, \mathbf h^b)`
+      over the pairs (ID, :math:`s`) and (:math:`s`, :math:`s'`), :math:`s < s'`, of the
+      positive and of the negative items (:math:`\mathbf h^{id} = \mathbf z^{id}_i`, the
+      encoders' outputs before OAT).
+    * **Loss**: :math:`\mathcal L_{BPR} + \lambda_{reg}\frac1B\sum_b(\|\mathbf e^{(0)}_{u_b}\|^2
+      + \|\mathbf e^{(0)}_{i^+_b}\|^2 + \|\mathbf e^{(0)}_{i^-_b}\|^2) + \lambda_{cl}\mathcal L_{CMCL}`,
+      :math:`\lambda_{reg}` = ``reg_weight`` = 1e-4, :math:`\lambda_{cl}` = ``cmcl_weight`` = 0.01;
+      Adam, lr 8e-4, batch 4096, no weight decay (``default_train``).
 
-    Defaults (picked on TikTok's validation split, 1-2 seeds): ``cmcl_weight`` 1e-3,
-    ``fusion_init`` 0.9, 2 heads, no attention dropout, lr 1e-3, batch 2048. On TikTok (weak
-    audio/visual features) larger CMCL weights hurt (Recall@20 0.050 at 0.1 and 0.063 at 1e-3,
-    with ``fusion_init`` 0.8), and uniform initial fusion weights make the content views
-    dominate the ID view early (0.043-0.048).
+    Departures of the default configuration from the authors' code (see
+    ``docs/fidelity/recgoat.md``): the CMCL modality terms are minimised InfoNCE losses (the
+    authors minimise :math:`1 - \mathrm{InfoNCE}`, which pushes the views apart); the Sinkhorn
+    plan is computed in the log domain (the authors' plain-domain :math:`K` underflows, giving
+    :math:`T \approx 0`); every content modality is fused (the authors fuse image and text
+    only; their audio branch is built but unused); models are selected on validation, not on
+    test; negatives skip the user's training items (the trainer's sampler); :math:`d` = 64 (the
+    authors' default; their runs use 200-800); PyG's :class:`~torch_geometric.nn.GATConv`
+    replaces DGL's (Glorot init instead of Xavier-normal with gain :math:`\sqrt2`). Without LLM user summaries the paper's user
+    content side (Sec. 3.1.3: user-user and user-item graph attention from LLM-inferred
+    preferences) is available only as an option, ``user_content=True``, whose user input is the
+    mean of the user's training items' features; the user views then go through the same OAT
+    maps, fusion, LayerNorm and L2 normalisation.
 
     Args:
         num_users: ``U``.
         num_items: ``I``.
-        in_channels: ``{modality: feature size}`` (>= 2 modalities).
+        in_channels: ``{modality: feature size}`` (>= 2 modalities, any names).
         embedding_dim: ``d`` (divisible by ``heads``).
-        num_ui_layers: LightGCN layers (2).
-        knn_k: neighbours per item in each item-item graph (10).
-        user_knn_k: neighbours per user in the user-user graph (10).
-        heads: GAT attention heads (outputs concatenated to ``d``).
-        dropout: GAT attention dropout.
-        cmcl_weight: :math:`\lambda_{cl}`.
+        num_ui_layers: LightGCN layers (3).
+        knn_k: neighbours per item in each item-item graph (20).
+        num_item_layers: graph-attention layers of each item encoder (1).
+        heads: GAT attention heads, outputs concatenated to ``d`` (8).
+        dropout: GAT feature and attention dropout and dropout after each GAT layer (0.1).
+        fusion_dropout: dropout on the LayerNorm output of the fused item vector (0.1).
+        text_weight: initial fusion weight of the text slot (0.8, the authors' ``beta``).
+        image_weight: initial fusion weight of every other modality (0.05, the authors' ``alpha``).
+        text_modality: modality that takes ``text_weight`` (default: :func:`text_modality_of`).
+        modality_weights: explicit initial weights, one per modality in ``in_channels`` order
+            (overrides ``text_weight`` / ``image_weight`` for the modalities).
+        fill_missing_text: without a text-like modality, fill the text slot with the item ID
+            embedding (weight ``text_weight``), as the authors' code.
+        learn_fusion: learn the slot weights (the authors' ``alpha``, ``beta`` are parameters).
+        cmcl_weight: :math:`\lambda_{cl}` (0.01).
+        modality_consistency: :math:`\mu`, share of the modality pairs in CMCL (0.5).
         tau: CMCL temperature (0.2).
-        ot_eps: Sinkhorn :math:`\varepsilon` (1e-2, relative to the max cost).
+        ot_eps: Sinkhorn :math:`\varepsilon` (1e-2).
+        ot_cost_scale: factor on the transport cost (100); ``None`` divides it by its maximum.
         ot_iters: Sinkhorn iterations (100).
-        reg_weight: batch L2 on the layer-0 ID embeddings.
-        plan_update: ``"epoch"`` (plan refreshed at each epoch start and saved with the weights)
-            or ``"step"`` (recomputed at every forward pass, as the authors' code).
-        fusion_init: initial fusion weight of the ID view (``None``: uniform over ID and modalities).
-        normalize_features: row-L2-normalise the raw item features before the projections (so
-            the modality embeddings start on the scale of the ID embeddings; the kNN graphs are
-            cosine either way).
+        plan_update: ``"step"`` (plan recomputed at every forward pass, as the authors' code) or
+            ``"epoch"`` (refreshed at each epoch start, in eval mode, and saved with the weights).
+        reg_weight: :math:`\lambda_{reg}` (1e-4).
+        id_init_std: std of the normal init of the ID embeddings (0.1); ``None``: Xavier-uniform.
+        normalize_features: row-L2-normalise the raw item features before the projections.
+        user_content: add the user content branch described above.
+        user_knn_k: neighbours per user in the user-user graph (``user_content`` only).
+
+    Shapes:
+        - **forward:** ``(z_u [U', d], z_i [I, d], z^id_u [U', d], z^id_i [I, d], {slot: SlotView})``,
+          ``U'`` = all users or the given ``users``.
+        - **inference:** ``(z_u [U, d], z_i [I, d])``.
     """
 
     default_patience = 20
-    #: training defaults used by the CLI (``--lr`` / ``--batch-size`` override them)
-    default_train = {"lr": 1e-3, "batch_size": 2048}
+    #: training defaults used by the CLI (the authors' README runs: Adam lr 8e-4, batch 4096)
+    default_train = {"lr": 8e-4, "batch_size": 4096, "weight_decay": 0.0}
 
     def __init__(self, num_users: int, num_items: int, in_channels: Mapping[str, int],
-                 embedding_dim: int = 64, num_ui_layers: int = 2, knn_k: int = 10,
-                 user_knn_k: int = 10, heads: int = 2, dropout: float = 0.0,
-                 cmcl_weight: float = 1e-3, tau: float = 0.2, ot_eps: float = 1e-2,
-                 ot_iters: int = 100, reg_weight: float = 1e-4, normalize_features: bool = True,
-                 fusion_init: Optional[float] = 0.9, plan_update: str = "epoch"):
+                 embedding_dim: int = 64, num_ui_layers: int = 3, knn_k: int = 20,
+                 num_item_layers: int = 1, heads: int = 8, dropout: float = 0.1,
+                 fusion_dropout: float = 0.1, text_weight: float = 0.8, image_weight: float = 0.05,
+                 text_modality: Optional[str] = None,
+                 modality_weights: Optional[Sequence[float]] = None,
+                 fill_missing_text: bool = True, learn_fusion: bool = True,
+                 cmcl_weight: float = 0.01, modality_consistency: float = 0.5, tau: float = 0.2,
+                 ot_eps: float = 1e-2, ot_cost_scale: Optional[float] = 100.0, ot_iters: int = 100,
+                 plan_update: str = "step", reg_weight: float = 1e-4,
+                 id_init_std: Optional[float] = 0.1, normalize_features: bool = False,
+                 user_content: bool = False, user_knn_k: int = 10):
         super().__init__()
         self.modalities: List[str] = require_modalities(list(in_channels), "recgoat")
         if heads < 1 or embedding_dim % heads:
             raise ValueError(f"heads must be >= 1 and divide embedding_dim={embedding_dim}")
         if tau <= 0 or ot_eps <= 0 or ot_iters < 1:
             raise ValueError("tau and ot_eps must be > 0 and ot_iters >= 1")
+        if ot_cost_scale is not None and ot_cost_scale <= 0:
+            raise ValueError(f"ot_cost_scale must be > 0 or None, got {ot_cost_scale}")
+        if plan_update not in PLAN_UPDATES:
+            raise ValueError(f"plan_update must be one of {PLAN_UPDATES}, got '{plan_update}'")
+        if not 0.0 <= modality_consistency <= 1.0:
+            raise ValueError(f"modality_consistency must be in [0, 1], got {modality_consistency}")
+        if num_item_layers < 0:
+            raise ValueError(f"num_item_layers must be >= 0, got {num_item_layers}")
+        if ID_SLOT in self.modalities:
+            raise ValueError(f"a modality may not be named '{ID_SLOT}'")
         self.in_channels = {m: int(in_channels[m]) for m in self.modalities}
         self.num_users, self.num_items, self.embedding_dim = num_users, num_items, embedding_dim
         self.knn_k, self.user_knn_k = knn_k, user_knn_k
-        self.cmcl_weight, self.tau, self.reg_weight = cmcl_weight, tau, reg_weight
-        self.ot_eps, self.ot_iters = ot_eps, ot_iters
-        self.normalize_features = normalize_features
-        if fusion_init is not None and not 0.0 < fusion_init < 1.0:
-            raise ValueError(f"fusion_init must be in (0, 1), got {fusion_init}")
-        self.fusion_init = fusion_init
-        if plan_update not in PLAN_UPDATES:
-            raise ValueError(f"plan_update must be one of {PLAN_UPDATES}, got '{plan_update}'")
-        self.plan_update = plan_update
+        self.dropout, self.fusion_dropout = dropout, fusion_dropout
+        self.cmcl_weight, self.modality_consistency, self.tau = cmcl_weight, modality_consistency, tau
+        self.reg_weight, self.id_init_std = reg_weight, id_init_std
+        self.ot_eps, self.ot_cost_scale, self.ot_iters = ot_eps, ot_cost_scale, ot_iters
+        self.plan_update, self.normalize_features = plan_update, normalize_features
+        self.user_content = user_content
+
+        # fusion slots and their initial weights
+        if text_modality is not None and text_modality not in self.modalities:
+            raise ValueError(f"text_modality '{text_modality}' is not one of {self.modalities}")
+        self.text_modality = text_modality if text_modality is not None else text_modality_of(self.modalities)
+        if modality_weights is not None:
+            if len(modality_weights) != len(self.modalities):
+                raise ValueError(f"modality_weights needs one weight per modality {self.modalities}, "
+                                 f"got {list(modality_weights)}")
+            init = [float(w) for w in modality_weights]
+        else:
+            init = [text_weight if m == self.text_modality else image_weight for m in self.modalities]
+        self.slots: List[str] = list(self.modalities)
+        if fill_missing_text and self.text_modality is None:
+            self.slots.append(ID_SLOT)
+            init.append(text_weight)
+        self.initial_weights = init
+        self.learn_fusion = learn_fusion
+        if learn_fusion:
+            self.slot_weights = torch.nn.Parameter(torch.tensor(init))
+        else:
+            self.register_buffer("slot_weights", torch.tensor(init))
+
         d, hd = embedding_dim, embedding_dim // heads
         self.encoder = DualViewEncoder(num_users, num_items, d, num_ui_layers)
         self.proj = torch.nn.ModuleDict({m: torch.nn.Linear(c, d) for m, c in self.in_channels.items()})
-        self.item_gat = torch.nn.ModuleDict({m: GATConv(d, hd, heads, dropout=dropout) for m in self.modalities})
-        self.user_gat = torch.nn.ModuleDict({m: GATConv(d, hd, heads, dropout=dropout) for m in self.modalities})
-        self.ui_gat = torch.nn.ModuleDict({m: GATConv((d, d), hd, heads, dropout=dropout, add_self_loops=False)
-                                           for m in self.modalities})
-        self.delta = torch.nn.ParameterDict({m: torch.nn.Parameter(torch.zeros(d, d)) for m in self.modalities})
-        self.fusion_logits = torch.nn.Parameter(torch.zeros(len(self.modalities) + 1))
+        self.item_gat = torch.nn.ModuleDict({
+            m: torch.nn.ModuleList([GATConv(d, hd, heads, dropout=dropout) for _ in range(num_item_layers)])
+            for m in self.modalities})
+        if user_content:
+            self.user_gat = torch.nn.ModuleDict({m: GATConv(d, hd, heads, dropout=dropout) for m in self.modalities})
+            self.ui_gat = torch.nn.ModuleDict({m: GATConv((d, d), hd, heads, dropout=dropout, add_self_loops=False)
+                                               for m in self.modalities})
+        self.delta = torch.nn.ParameterDict({s: torch.nn.Parameter(torch.empty(d, d)) for s in self.slots})
+        self.norm = torch.nn.LayerNorm(d)
         # OAT plans of the current epoch (plan_update="epoch"), saved with the weights
-        self.register_buffer("plans", torch.zeros(len(self.modalities), d, d))
+        self.register_buffer("plans", torch.zeros(len(self.slots), d, d))
         self.register_buffer("plans_ready", torch.zeros((), dtype=torch.bool))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         self.encoder.reset_parameters()
+        if self.id_init_std is not None:
+            torch.nn.init.normal_(self.encoder.embedding.weight, std=self.id_init_std)
         for m in self.modalities:
-            torch.nn.init.xavier_uniform_(self.proj[m].weight)
-            torch.nn.init.zeros_(self.proj[m].bias)
-            self.item_gat[m].reset_parameters()
-            self.user_gat[m].reset_parameters()
-            self.ui_gat[m].reset_parameters()
-            torch.nn.init.zeros_(self.delta[m])
+            self.proj[m].reset_parameters()  # PyTorch's default Linear init, as the authors'
+            for conv in self.item_gat[m]:
+                conv.reset_parameters()
+            if self.user_content:
+                self.user_gat[m].reset_parameters()
+                self.ui_gat[m].reset_parameters()
+        for s in self.slots:
+            torch.nn.init.xavier_uniform_(self.delta[s])
+        self.norm.reset_parameters()
         with torch.no_grad():
+            self.slot_weights.copy_(torch.tensor(self.initial_weights))
             self.plans.zero_()
             self.plans_ready.fill_(False)
-            self.fusion_logits.zero_()
-            if self.fusion_init is not None:  # ID weight fusion_init, the rest shared equally
-                rest = (1.0 - self.fusion_init) / len(self.modalities)
-                self.fusion_logits[0] = math.log(self.fusion_init)
-                self.fusion_logits[1:] = math.log(rest)
 
     # -- graph ---------------------------------------------------------------------------
     def prepare(self, data: HeteroData) -> RecGOATGraph:
@@ -226,31 +342,40 @@ class RecGOAT(Recommender):
             feats = {m: F.normalize(x, dim=-1) for m, x in feats.items()}
         U, I = num_users(data), num_items(data)
         ei = split_edge_index(data, "train").to(device)
-        mean = row_normalized(ei, U, I)
-        users = {m: torch.sparse.mm(mean, x) for m, x in feats.items()}
-        item_edges = {m: knn_edge_index(x, self.knn_k, include_self=False).flip(0) for m, x in feats.items()}
-        joint = torch.cat([F.normalize(x, dim=-1) for x in users.values()], dim=-1)
-        user_edges = knn_edge_index(joint, self.user_knn_k, include_self=False).flip(0)
-        return RecGOATGraph(adj=bipartite_normalized_adjacency(ei, U, I), item_features=feats,
-                            user_features=users, item_edges=item_edges, user_edges=user_edges,
-                            ui_edges=ei.flip(0))
+        # cosine top-k (self excluded), symmetrised and deduplicated; GATConv adds self loops
+        item_edges = {m: to_undirected(knn_edge_index(x, self.knn_k, include_self=False), num_nodes=I)
+                      for m, x in feats.items()}
+        graph = RecGOATGraph(adj=bipartite_normalized_adjacency(ei, U, I), item_features=feats,
+                             item_edges=item_edges)
+        if self.user_content:
+            mean = row_normalized(ei, U, I)
+            users = {m: torch.sparse.mm(mean, x) for m, x in feats.items()}
+            joint = torch.cat([F.normalize(x, dim=-1) for x in users.values()], dim=-1)
+            graph.user_features = users
+            graph.user_edges = knn_edge_index(joint, self.user_knn_k, include_self=False).flip(0)
+            graph.ui_edges = ei.flip(0)
+        return graph
 
     # -- model ---------------------------------------------------------------------------
     def fusion_weights(self) -> Tensor:
-        """``[M + 1]`` = ``(1 - sum_m a_m, a_1, ..., a_M)``."""
-        return torch.softmax(self.fusion_logits, dim=0)
+        """``[S + 1]`` = ``(1 - sum_s a_s, a_1, ..., a_S)`` in the order ``["id view", *slots]``."""
+        a = self.slot_weights
+        return torch.cat([(1.0 - a.sum()).unsqueeze(0), a])
 
     def item_embeddings(self, graph: RecGOATGraph, m: str) -> Tensor:
-        """Item-item graph-attention encoding ``h^m_I`` ``[I, d]`` of modality ``m``."""
-        xi = self.proj[m](graph.item_features[m])
-        return xi + self.item_gat[m](xi, graph.item_edges[m])
+        """Graph-attention encoding ``h^m_I`` ``[I, d]`` of modality ``m`` (before OAT)."""
+        h = self.proj[m](graph.item_features[m])
+        for conv in self.item_gat[m]:
+            h = F.dropout(h, self.dropout, self.training)
+            h = F.leaky_relu(conv(h, graph.item_edges[m]), 0.2)
+            h = F.dropout(h, self.dropout, self.training)
+        return h
 
-    def modality_embeddings(self, graph: RecGOATGraph, m: str,
-                            users: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        """Graph-attention encodings ``(h^m_U [U', d], h^m_I [I, d])`` of modality ``m``; the user
-        rows are all users, or those of ``users`` (in that order). With ``users`` only the edges
-        into those users are used, which gives the same rows (attention normalises per target)."""
-        hi = self.item_embeddings(graph, m)
+    def user_embeddings(self, graph: RecGOATGraph, m: str, h_items: Tensor,
+                        users: Optional[Tensor] = None) -> Tensor:
+        """User content encoding ``h^m_U`` ``[U', d]`` (``user_content`` only): user-user then
+        user-item graph attention over the mean of the users' items' features; with ``users``
+        only the edges into those users are used (same rows: attention normalises per target)."""
         xu = self.proj[m](graph.user_features[m])
         uu, ui = graph.user_edges, graph.ui_edges
         if users is not None:
@@ -258,34 +383,56 @@ class RecGOAT(Recommender):
             keep[users] = True
             uu, ui = uu[:, keep[uu[1]]], ui[:, keep[ui[1]]]
         gu = xu + self.user_gat[m](xu, uu)
-        hu = gu + self.ui_gat[m]((hi, gu), ui)
-        return (hu if users is None else hu[users]), hi
+        hu = gu + self.ui_gat[m]((h_items, gu), ui)
+        return hu if users is None else hu[users]
+
+    def modality_embeddings(self, graph: RecGOATGraph, m: str,
+                            users: Optional[Tensor] = None) -> Tuple[Optional[Tensor], Tensor]:
+        """``(h^m_U or None, h^m_I)`` of modality ``m`` (users only with ``user_content``)."""
+        hi = self.item_embeddings(graph, m)
+        hu = self.user_embeddings(graph, m, hi, users) if self.user_content else None
+        return hu, hi
 
     @torch.no_grad()
     def transport_plan(self, h_items: Tensor, id_items: Tensor) -> Tensor:
-        """OAT plan ``[d, d]`` between the dimensions of ``h_items`` and ``id_items`` (no gradient)."""
+        """OAT plan ``[d, d]`` between the dimensions of ``h_items`` and ``id_items`` (no gradient;
+        raw plan, rows sum to ``1/d``)."""
         cost = transport_cost(h_items, id_items)
-        cost = cost / cost.max().clamp_min(1e-12)
+        cost = (cost / cost.max().clamp_min(1e-12) if self.ot_cost_scale is None
+                else cost * self.ot_cost_scale)
         return sinkhorn(cost, self.ot_eps, self.ot_iters)
 
+    def mix(self, z_id: Tensor, z_slots: Sequence[Tensor]) -> Tensor:
+        r""":math:`\mathbf x = (1-\sum_s a_s)\mathbf z^{id} + \sum_s a_s\mathbf z^s` (before LayerNorm)."""
+        w = self.fusion_weights()
+        x = w[0] * z_id
+        for j, z in enumerate(z_slots, start=1):
+            x = x + w[j] * z
+        return x
+
+    def unify(self, x: Tensor) -> Tensor:
+        """LayerNorm, dropout and L2 normalisation of the mixed vector (unit rows)."""
+        return F.normalize(F.dropout(self.norm(x), self.fusion_dropout, self.training), dim=-1)
+
     def forward(self, graph: RecGOATGraph, users: Optional[Tensor] = None):
-        """``(z_u, z_i, z^id_u, z^id_i, {m: (z^m_u, z^m_i)})``, ``[*, d]`` each; the user rows are
-        all users, or those of ``users`` (in that order) when given."""
+        """``(z_u, z_i, z^id_u, z^id_i, {slot: SlotView})``; the user rows are all users, or
+        those of ``users`` (in that order) when given."""
         zu_id, zi_id = self.encoder.split(self.encoder.propagate(graph.adj))
         if users is not None:
             zu_id = zu_id[users]
-        w = self.fusion_weights()
-        z_u, z_i = w[0] * zu_id, w[0] * zi_id
-        views = {}
-        for j, m in enumerate(self.modalities, start=1):
-            hu, hi = self.modality_embeddings(graph, m, users)
-            t = (self.plans[j - 1] if self.plan_update == "epoch" and bool(self.plans_ready)
+        views: Dict[str, SlotView] = {}
+        for j, s in enumerate(self.slots):
+            if s == ID_SLOT:
+                hu, hi = (zu_id if self.user_content else None), zi_id
+            else:
+                hu, hi = self.modality_embeddings(graph, s, users)
+            t = (self.plans[j] if self.plan_update == "epoch" and bool(self.plans_ready)
                  else self.transport_plan(hi.detach(), zi_id.detach()))
-            a = t * t.size(0) + self.delta[m]
-            zu_m, zi_m = hu @ a, hi @ a
-            views[m] = (zu_m, zi_m)
-            z_u = z_u + w[j] * zu_m
-            z_i = z_i + w[j] * zi_m
+            a = t + self.delta[s]
+            views[s] = SlotView(hu, hi, None if hu is None else hu @ a, hi @ a)
+        z_i = self.unify(self.mix(zi_id, [v.z_item for v in views.values()]))
+        z_u = (self.unify(self.mix(zu_id, [v.z_user for v in views.values()])) if self.user_content
+               else zu_id)
         return z_u, z_i, zu_id, zi_id, views
 
     @torch.no_grad()
@@ -295,8 +442,9 @@ class RecGOAT(Recommender):
         self.eval()
         try:
             _, zi_id = self.encoder.split(self.encoder.propagate(graph.adj))
-            for j, m in enumerate(self.modalities):
-                self.plans[j] = self.transport_plan(self.item_embeddings(graph, m), zi_id)
+            for j, s in enumerate(self.slots):
+                h = zi_id if s == ID_SLOT else self.item_embeddings(graph, s)
+                self.plans[j] = self.transport_plan(h, zi_id)
             self.plans_ready.fill_(True)
         finally:
             self.train(was)
@@ -306,30 +454,50 @@ class RecGOAT(Recommender):
             self.refresh_plans(graph)
         return graph
 
-    def cmcl_loss(self, id_users: Tensor, id_items: Tensor,
-                  views: Mapping[str, Tuple[Tensor, Tensor]]) -> Tensor:
-        r"""Cross-modal contrastive learning: :math:`\frac1M\sum_m [\mathrm{InfoNCE}(\mathbf z^{id}_I,
-        \mathbf z^m_I) + \mathrm{InfoNCE}(\mathbf z^{id}_U, \mathbf z^m_U)]` over batch rows."""
-        total = sum(view_infonce(id_items, zi, self.tau) + view_infonce(id_users, zu, self.tau)
-                    for zu, zi in views.values())
-        return total / len(views)
+    def cmcl_loss(self, users: Tensor, pos_items: Tensor, pos_views: Sequence[Tensor],
+                  neg_views: Sequence[Tensor]) -> Tensor:
+        r"""Cross-modal contrastive learning over batch rows:
+        :math:`(1-\mu)\,\mathrm{NCE}(\mathbf z_u, \mathbf z_{i^+}) + \mu\,\overline{\mathrm{NCE}}`.
+
+        Args:
+            users: ``[B, d]`` user vectors of the batch.
+            pos_items: ``[B, d]`` unified vectors of the positive items.
+            pos_views, neg_views: ``[z^id, h^1, ..., h^S]``, each ``[B, d]``: the ID view and the
+                slots' encoder outputs for the positive / negative items; the modality term
+                averages :func:`info_nce` over the pairs (ID, slot) and (slot, later slot) of both.
+        """
+        mu = self.modality_consistency
+        ui = info_nce(users, pos_items, self.tau)
+        terms = []
+        for views in (pos_views, neg_views):
+            hs = list(views)
+            terms += [info_nce(hs[a], hs[b], self.tau) for a in range(len(hs)) for b in range(a + 1, len(hs))]
+        modal = torch.stack(terms).mean() if terms else ui.new_zeros(())
+        return (1.0 - mu) * ui + mu * modal
 
     def loss(self, graph: RecGOATGraph, users: Tensor, pos: Tensor, neg: Tensor) -> Tuple[Tensor, Logs]:
-        bu, inv = users.unique(return_inverse=True)
-        z_u, z_i, zu_id, zi_id, views = self(graph, bu)
-        u = z_u[inv]
-        rec = bpr_loss((u * z_i[pos]).sum(-1), (u * z_i[neg]).sum(-1))
+        if self.user_content:
+            bu, inv = users.unique(return_inverse=True)
+            z_u, z_i, _, zi_id, views = self(graph, bu)
+            u = z_u[inv]
+        else:
+            z_u, z_i, _, zi_id, views = self(graph)
+            u = z_u[users]
+        ip, ineg = z_i[pos], z_i[neg]
+        rec = bpr_loss((u * ip).sum(-1), (u * ineg).sum(-1))
         e0 = self.encoder.embedding.weight
-        reg = embedding_l2(e0[users], e0[self.num_users + pos], e0[self.num_users + neg])
-        bi = pos.unique()
-        cl = self.cmcl_loss(zu_id, zi_id[bi], {m: (zu, zi[bi]) for m, (zu, zi) in views.items()})
+        reg = (e0[users].pow(2).sum(-1) + e0[self.num_users + pos].pow(2).sum(-1)
+               + e0[self.num_users + neg].pow(2).sum(-1)).mean()
+        pv = [zi_id[pos]] + [v.h_item[pos] for v in views.values()]
+        nv = [zi_id[neg]] + [v.h_item[neg] for v in views.values()]
+        cl = self.cmcl_loss(u, ip, pv, nv)
         total = rec + self.reg_weight * reg + self.cmcl_weight * cl
         logs = {"bpr": rec.detach(), "reg": reg.detach(), "cmcl": cl.detach()}
         return total, logs
 
     def epoch_logs(self) -> Logs:
         w = self.fusion_weights().detach()
-        return {"fusion_id": float(w[0]), **{f"fusion_{m}": float(w[j + 1]) for j, m in enumerate(self.modalities)}}
+        return {"fusion_id": float(w[0]), **{f"fusion_{s}": float(w[j + 1]) for j, s in enumerate(self.slots)}}
 
     @torch.no_grad()
     def inference(self, graph: RecGOATGraph) -> Tuple[Tensor, Tensor]:
