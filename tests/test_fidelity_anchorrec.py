@@ -1,6 +1,6 @@
 """AnchorRec against the authors' formulation (paper + public code), on ``synthetic('tiny')``.
 
-Each test pins one property of the default configuration that ``docs/fidelity/anchorrec.md``
+Each test pins one property of the default configuration that ``docs/fidelity.md``
 lists: hyperparameter defaults, the modality roles, the final composition ``id + mm + t``, the
 one-directional AAL with the anchor detached in its second term, the L2 on the final
 embeddings, L_AMP's dot-product form, the weighted kNN graph, the symmetric user pooling, the

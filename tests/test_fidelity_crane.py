@@ -1,6 +1,6 @@
 """Fidelity of CRANE (paper + public code) and FREEDOM (MMRec's code and configuration).
 
-The properties listed in ``docs/fidelity/crane.md`` and ``docs/fidelity/freedom.md``: the views'
+The properties listed in ``docs/fidelity.md`` (CRANE, FREEDOM): the views'
 scale at initialisation, degree-sensitive pruning (fraction and sampling probabilities), the
 authors' initialisation, fine-tuned raw features over a frozen item graph, and defaults equal
 to the authors' configuration. Small synthetic data only."""

@@ -1,4 +1,4 @@
-"""RecGOAT's default configuration against the authors' code (docs/fidelity/recgoat.md).
+"""RecGOAT's default configuration against the authors' code (docs/fidelity.md).
 
 Users are ID embeddings only, the unified item vector is LayerNorm-ed and L2-normalised, the
 fusion weights are the authors' (0.05 image-like, 0.8 text-like, the ID embedding filling a

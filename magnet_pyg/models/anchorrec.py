@@ -1,7 +1,7 @@
 r"""AnchorRec (Jeong, Kang and Lee, SIGIR 2026 short paper, "Anchored Alignment: Preventing
 Positional Collapse in Multimodal Recommender Systems"), following the paper and, where the
 paper is silent or states less than its public code (``hun9008/AnchorRec``,
-``src/models/anchorrec.py``), that code. ``docs/fidelity/anchorrec.md`` lists every mechanism,
+``src/models/anchorrec.py``), that code. ``docs/fidelity.md`` lists every mechanism,
 loss term and hyperparameter against both."""
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class AnchorRec(Recommender):
     same on TikTok's validation split.
 
     **Departures from the authors in the default configuration** (reasons and measurements in
-    ``docs/fidelity/anchorrec.md``): the joint BEiT-3 anchor feature is replaced by the
+    ``docs/fidelity.md``): the joint BEiT-3 anchor feature is replaced by the
     normalised concatenation of the dataset's modalities (the data has no joint feature); the
     ``t`` / ``v`` roles go to the dataset's modalities as described above; no learning-rate
     decay (the code's :math:`0.96^{epoch/50}`, at most 8 % over its 100 epochs) and early

@@ -10,7 +10,7 @@ follows the paper for the model (user multimodal profiles, recursive cross-modal
 the public code where the paper is silent (degree-sensitive pruning of the user-item graph,
 frozen raw-feature item graph with MMRec's modality weights, fine-tuned raw features,
 initialisation, heads, no embedding L2, batch size). The fidelity table is
-``docs/fidelity/crane.md``.
+``docs/fidelity.md``.
 """
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ class CRANE(Recommender):
     the same as FREEDOM's). In training, the RCA runs for the batch's users only (plus all
     items), which gives the same rows as the full computation.
 
-    Departures in the default configuration (see ``docs/fidelity/crane.md``): RCA is scaled
+    Departures in the default configuration (see ``docs/fidelity.md``): RCA is scaled
     dot-product attention across each entity's modality tokens, linear in the number of
     entities (the paper's correlation equations were not available; its complexity discussion,
     :math:`O(RN^2)`, and the public code attend across entities); features row-L2-normalised

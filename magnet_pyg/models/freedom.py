@@ -14,7 +14,7 @@ Helpers (used by :mod:`~magnet_pyg.models.anchorrec`, :mod:`~magnet_pyg.models.c
 * :func:`xavier_user_item_` and :class:`FeatureTables` reproduce the authors' initialisation of
   the ID tables and their fine-tuned raw features.
 
-The fidelity table against the authors' code is ``docs/fidelity/freedom.md``.
+The fidelity table against the authors' code is ``docs/fidelity.md``.
 """
 from __future__ import annotations
 
@@ -286,7 +286,7 @@ class FREEDOM(Recommender):
     early-stopping patience 20. MMRec grid-searches ``dropout`` x ``reg_weight`` on the
     validation split; one point of the grid is the default here (0.8, 1e-4).
 
-    Departures (see ``docs/fidelity/freedom.md``): features of any number (>= 2) of modalities
+    Departures (see ``docs/fidelity.md``): features of any number (>= 2) of modalities
     with any names (the image weight applies to a modality named ``image``); negatives are drawn
     by the package's trainer (uniform over all items, rejecting the user's training items;
     MMRec draws from the items seen in training); the CLI selects on ``--select-metric``

@@ -1,10 +1,10 @@
-r"""RecGOAT (Li et al., arXiv 2602.00682, "RecGOAT: Graph Optimal Adaptive Transport for
+r"""RecGOAT (Lu et al., arXiv 2602.00682, "RecGOAT: Graph Optimal Adaptive Transport for
 LLM-Enhanced Multimodal Recommendation with Dual Semantic Alignment").
 
 The paper's abstract and supplementary material (the CMCL InfoNCE of Lemma 3.3, Sec. 3.3.2; the
 LLM user profiles of Sec. 3.1.3) fix the structure; where they are silent the defaults follow the
 authors' public code (``model_v1.py``, ``parse.py`` and the run commands of its README). The
-mechanism-by-mechanism comparison is in ``docs/fidelity/recgoat.md``."""
+mechanism-by-mechanism comparison is in ``docs/fidelity.md``."""
 from __future__ import annotations
 
 import math
@@ -182,7 +182,7 @@ class RecGOAT(Recommender):
       Adam, lr 8e-4, batch 4096, no weight decay (``default_train``).
 
     Departures of the default configuration from the authors' code (see
-    ``docs/fidelity/recgoat.md``): the CMCL modality terms are minimised InfoNCE losses (the
+    ``docs/fidelity.md``): the CMCL modality terms are minimised InfoNCE losses (the
     authors minimise :math:`1 - \mathrm{InfoNCE}`, which pushes the views apart); the Sinkhorn
     plan is computed in the log domain (the authors' plain-domain :math:`K` underflows, giving
     :math:`T \approx 0`); every content modality is fused (the authors fuse image and text
