@@ -36,6 +36,7 @@ def record(run_dir: Path) -> Dict[str, Any]:
         "preset": opts.get("preset"), "view": opts.get("view"), "seed": cfg.get("seed"),
         "init_from": cfg.get("init_from"), "best_epoch": r["best_epoch"],
         "epochs_trained": len(r["epochs"]),
+        "finished_early": bool(r.get("finished_early")),
         "valid": {m: r["valid"][m] for m in METRICS}, "test": {m: r["test"][m] for m in METRICS},
         "epoch_seconds": statistics.median(train_s) if train_s else None,
         "eval_seconds": statistics.median(eval_s) if eval_s else None,
@@ -50,7 +51,9 @@ def rows(records: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     for name in dict.fromkeys(r["name"] for r in records):
         rs = sorted((r for r in records if r["name"] == name), key=lambda r: r["seed"])
         row = {"model": rs[0]["model"], "preset": rs[0]["preset"], "view": rs[0]["view"],
-               "seeds": [r["seed"] for r in rs], "best_epochs": [r["best_epoch"] for r in rs]}
+               "seeds": [r["seed"] for r in rs], "best_epochs": [r["best_epoch"] for r in rs],
+               "finished_early": [r["finished_early"] for r in rs],
+               "epochs_trained": [r["epochs_trained"] for r in rs]}
         for split in ("valid", "test"):
             for m in METRICS:
                 vals = [r[split][m] for r in rs]
@@ -77,7 +80,7 @@ def markdown(summary: Dict[str, Dict[str, Any]]) -> str:
                      f"| {r['preset'] or '-'} | {len(r['seeds'])} | {_pm(r, 'test_recall@20')} "
                      f"| {_pm(r, 'test_ndcg@20')} | {_pm(r, 'valid_ndcg@20')} | {_pm(r, 'valid_recall@20')} "
                      f"| {r['epoch_seconds']:.1f} | {r['eval_seconds']:.1f} "
-                     f"| {', '.join(map(str, r['best_epochs']))} |")
+                     f"| {', '.join(f'{b}' + (f' (of {n}, stopped early)' if f else '') for b, n, f in zip(r['best_epochs'], r['epochs_trained'], r['finished_early']))} |")
     best = order[0][0] if order else None
     if best:
         lines.append("")
