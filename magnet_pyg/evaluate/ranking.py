@@ -73,6 +73,19 @@ def _metrics_from_hits(hits: Tensor, n_target: Tensor, ks: Sequence[int]) -> Dic
     return out
 
 
+def masked_scores(score_fn: ScoreFn, users: Tensor, exclude: Sequence[CSRIndex] = (),
+                  device: torch.device | str = "cpu") -> Tensor:
+    """``[B, num_items]`` float scores of ``users`` with the items of every ``exclude`` split
+    set to ``-inf`` (what :func:`full_ranking` ranks, and what ``recommend`` returns the top of)."""
+    scores = score_fn(users.to(device)).float()
+    if scores.dim() != 2 or scores.size(0) != users.numel():
+        raise ValueError(f"score_fn returned shape {tuple(scores.shape)} for {users.numel()} users")
+    for ex in exclude:
+        r, c = ex.gather(users)
+        scores[r.to(scores.device), c.to(scores.device)] = float("-inf")
+    return scores
+
+
 @torch.no_grad()
 def full_ranking(
     score_fn: ScoreFn,
@@ -106,12 +119,7 @@ def full_ranking(
     parts: Dict[str, list] = {}
     for s in range(0, users.numel(), batch_size):
         u = users[s:s + batch_size]
-        scores = score_fn(u.to(device)).float()
-        if scores.dim() != 2 or scores.size(0) != u.numel():
-            raise ValueError(f"score_fn returned shape {tuple(scores.shape)} for {u.numel()} users")
-        for ex in exclude:
-            r, c = ex.gather(u)
-            scores[r.to(scores.device), c.to(scores.device)] = float("-inf")
+        scores = masked_scores(score_fn, u, exclude, device)
         k = min(kmax, scores.size(1))
         top = scores.topk(k, dim=1).indices.cpu()
         r, c = target.gather(u)

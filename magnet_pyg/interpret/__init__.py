@@ -19,7 +19,7 @@ from .buckets import (ACTIVITY, DIFFICULTY, activity_buckets, bucket_ndcg, diffi
 from .figures import dual_view_figure, dynamics_figure, explain_figure, usage_figure
 from .monitor import RoutingMonitor
 from .report import build_report, format_explanation, write_explanation, write_report
-from .run import RunContext, build_magnet, load_run
+from .run import RunContext, build_magnet, build_model, load_run
 from .statistics import (ExpertLayout, RoutingAccumulator, concentration, epoch_dynamics,
                          pair_summary, routing_of_pairs, routing_profile, split_routing_statistics)
 
@@ -30,6 +30,6 @@ __all__ = [
     "DIFFICULTY", "ACTIVITY", "knn_neighbors", "visibility", "difficulty_buckets",
     "activity_buckets", "bucket_ndcg", "dual_view_gains",
     "dynamics_figure", "usage_figure", "dual_view_figure", "explain_figure",
-    "RunContext", "build_magnet", "load_run",
+    "RunContext", "build_magnet", "build_model", "load_run",
     "build_report", "write_report", "write_explanation", "format_explanation",
 ]

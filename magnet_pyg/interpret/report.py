@@ -31,7 +31,11 @@ RunLike = Union[str, Path, RunContext]
 
 
 def _ctx(run: RunLike) -> RunContext:
-    return run if isinstance(run, RunContext) else load_run(run)
+    ctx = run if isinstance(run, RunContext) else load_run(run)
+    if ctx.results.get("model", "magnet") != "magnet" or not hasattr(ctx.model, "head"):
+        raise ValueError(f"run '{ctx.run_dir}' trained model '{ctx.results.get('model')}'; routing "
+                         "interpretability needs a MAGNET run (recommend and export work for any run)")
+    return ctx
 
 
 def _clean(obj: Any) -> Any:

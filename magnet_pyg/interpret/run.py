@@ -1,4 +1,5 @@
-r"""Rebuild a trained MAGNET run (model, data, graph) from its run folder.
+r"""Rebuild a trained run (model, data, graph) of any model from its run folder, and serve
+recommendations or export embeddings from it.
 
 A run folder (``magnet-pyg train --model magnet --out DIR``, or :class:`~magnet_pyg.train.Trainer`
 with the same ``extra_config``) holds ``results.json`` and ``best.pt``. The data is re-loaded
@@ -17,7 +18,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-__all__ = ["RunContext", "load_run"]
+__all__ = ["RunContext", "build_model", "load_run"]
 
 
 @dataclass
@@ -52,16 +53,51 @@ class RunContext:
     def score_fn(self):
         """``users -> [B, I]`` full-ranking scores (evaluation mode)."""
         model, state = self.model, self.state
+        device = next(model.parameters()).device
 
         def fn(users: torch.Tensor) -> torch.Tensor:
             was = model.training
             model.eval()
             try:
                 with torch.no_grad():
-                    return model.score(state, users.to(state.z.device))
+                    return model.score(state, users.to(device))
             finally:
                 model.train(was)
         return fn
+
+    def recommend(self, users, k: int = 20, exclude_seen: bool = True):
+        """Top-``k`` items of each user: ``(items [B, k], scores [B, k])``, best first.
+
+        Args:
+            users: user indices (an int, a list or a ``[B]`` tensor).
+            k: list length (at most the number of items).
+            exclude_seen: leave out the user's training items (as the evaluator does).
+        """
+        from ..data import num_items, num_users, split_edge_index
+        from ..evaluate.ranking import CSRIndex, masked_scores
+        users = torch.as_tensor(users, dtype=torch.long).view(-1)
+        U, I = num_users(self.data), num_items(self.data)
+        bad = users[(users < 0) | (users >= U)]
+        if bad.numel():
+            raise ValueError(f"user {int(bad[0])} is not in the run's dataset (users 0..{U - 1})")
+        if not 1 <= k <= I:
+            raise ValueError(f"k must be in 1..{I}, got {k}")
+        exclude = [CSRIndex(split_edge_index(self.data, "train"), U)] if exclude_seen else []
+        scores = masked_scores(self.score_fn(), users, exclude)
+        top = scores.topk(k, dim=1)
+        return top.indices.cpu(), top.values.cpu()
+
+    def embeddings(self) -> Dict[str, torch.Tensor]:
+        """The arrays a run exports: ``user`` ``[U, d]`` and ``item`` ``[I, d]`` embeddings whose
+        inner product is the model's score (for MAGNET, the fused behaviour embeddings of
+        Eq. 6, plus its cues ``user_cues`` ``[U, M, d]`` and ``item_cues`` ``[I, M, d]``)."""
+        state = self.state
+        if hasattr(state, "h_u"):  # MAGNET
+            zu, zi = self.model.encoder.split(state.z)
+            return {"user": zu, "item": zi, "user_cues": state.h_u, "item_cues": state.h_i}
+        if isinstance(state, (tuple, list)) and len(state) == 2 and all(torch.is_tensor(t) for t in state):
+            return {"user": state[0], "item": state[1]}
+        raise ValueError(f"model '{self.results.get('model')}' has no embedding export")
 
 
 def _stats_match(data: Any, recorded: Optional[Dict[str, Any]]) -> bool:
@@ -108,7 +144,7 @@ def build_magnet(data: Any, options: Dict[str, Any]) -> Any:
 
 def load_run(run_dir: Union[str, Path], checkpoint: str = "best.pt", device: str = "cpu",
              graph_cache: Optional[str] = ".cache/graph") -> RunContext:
-    """Rebuild ``(model, data, graph)`` of a MAGNET run folder (module docstring).
+    """Rebuild ``(model, data, graph)`` of a run folder of any model (module docstring).
 
     Args:
         run_dir: the ``--out`` folder of the run.
@@ -121,14 +157,12 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = "best.pt", device: str
     if not res_path.exists():
         raise FileNotFoundError(f"{res_path} not found: is '{run_dir}' a run folder (--out)?")
     results = json.loads(res_path.read_text())
-    if results.get("model") != "magnet":
-        raise ValueError(f"run '{run_dir}' trained model '{results.get('model')}'; routing "
-                         "interpretability needs a MAGNET run")
+    name = results.get("model")
     cfg = results.get("config", {})
     opts = dict(cfg.get("model_options") or {})
     data = _load_data(cfg)
-    model = build_magnet(data, opts)
-    if opts.get("view", "dual") == "dual":
+    model = build_model(name, data, opts)
+    if name == "magnet" and opts.get("view", "dual") == "dual":
         from ..graph import add_induced_edges
         from ..models.magnet import PRESETS
         pre = PRESETS.get(opts.get("preset") or "default", PRESETS["default"])
@@ -144,3 +178,30 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = "best.pt", device: str
     model.eval()
     graph = model.prepare(data)
     return RunContext(model, data, graph, results, run_dir)
+
+
+def build_model(name: str, data: Any, options: Dict[str, Any]) -> Any:
+    """A fresh model ``name`` (as ``magnet-pyg train --model``) for ``data`` from the recorded
+    ``model_options`` of its run."""
+    from ..data import modality_features, num_items, num_users
+    from .. import models
+    U, I = num_users(data), num_items(data)
+    if name == "magnet":
+        return build_magnet(data, options)
+    if name == "bpr":
+        return models.BPRMF(U, I, int(options.get("dim", 64)), float(options.get("reg_weight", 1e-4)))
+    if name == "lightgcn":
+        return models.LightGCN(U, I, int(options.get("dim", 64)), int(options.get("layers", 2)),
+                               float(options.get("reg_weight", 1e-4)))
+    peers = {"freedom": models.FREEDOM, "anchorrec": models.AnchorRec, "crane": models.CRANE,
+             "recgoat": models.RecGOAT}
+    if name not in peers:
+        raise ValueError(f"unknown model '{name}' in the run's results.json")
+    cls = peers[name]
+    feats = modality_features(data)
+    names = options.get("modalities") or list(feats)
+    dims = {m: int(feats[m].size(1)) for m in names}
+    params = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in options.items() if k in params and k not in
+              ("self", "num_users", "num_items", "in_channels", "modality_dims", "embedding_dim")}
+    return cls(U, I, dims, embedding_dim=int(options.get("dim", 64)), **kwargs)
