@@ -344,6 +344,8 @@ def _train_parser(sub) -> None:
     t.add_argument("--out", default=None, help="run folder: checkpoints and results.json")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out with the options it was started with")
+    t.add_argument("--finish", action="store_true",
+                   help="with --resume: train no further, test the selected checkpoint, write results.json")
     t.add_argument("--overwrite", action="store_true",
                    help="if --out holds a run, move it aside (to OUT.replaced-<time>) and start anew")
     t.add_argument("--no-progress", action="store_true")
@@ -388,12 +390,56 @@ def _interpret_parsers(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
+def _serving_parsers(sub) -> None:
+    """``recommend`` and ``export``: use a finished run of any model."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser("recommend", formatter_class=fmt, help="top-k items for users of a finished run")
+    p.add_argument("--run", required=True, help="run folder (train --out)")
+    p.add_argument("--user", type=int, nargs="+", required=True, help="user indices of the run's dataset")
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--include-seen", action="store_true", help="do not leave out the users' training items")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p = sub.add_parser("export", formatter_class=fmt,
+                       help="user and item embeddings of a finished run as .npy (MAGNET: also its cues)")
+    p.add_argument("--run", required=True, help="run folder (train --out)")
+    p.add_argument("--out", default=None, help="output folder (default RUN/export)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def cmd_recommend(args: argparse.Namespace):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .interpret.run import load_run
+    items, scores = load_run(args.run).recommend(args.user, args.k, exclude_seen=not args.include_seen)
+    for u, its, sc in zip(args.user, items.tolist(), scores.tolist()):
+        print(f"user {u}: " + " ".join(f"{i}:{s:.4f}" for i, s in zip(its, sc)))
+    return items, scores
+
+
+def cmd_export(args: argparse.Namespace) -> Dict[str, str]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import numpy as np
+    from pathlib import Path
+    from .interpret.run import load_run
+    out = Path(args.out) if args.out else Path(args.run) / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, t in load_run(args.run).embeddings().items():
+        path = out / f"{name}.npy"
+        np.save(path, t.detach().cpu().numpy())
+        files[name] = str(path)
+        print(f"{name}: {tuple(t.shape)} -> {path}")
+    return files
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magnet-pyg", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _interpret_parsers(sub)
+    _serving_parsers(sub)
     return parser
 
 
@@ -417,7 +463,8 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
                   mask_valid_in_test=args.mask_valid_in_test, seed=args.seed, device=args.device,
                   out_dir=args.out, resume=args.resume, progress=not args.no_progress,
                   ema_decay=args.ema_decay, eval_every=args.eval_every,
-                  init_from=args.init_from, overwrite=args.overwrite)
+                  init_from=args.init_from, overwrite=args.overwrite,
+                  finish=args.finish)
     TrainConfig(batch_size=args.batch_size or 1, lr=args.lr or 1.0, weight_decay=args.weight_decay or 0.0,
                 **common).validate()  # bad options fail before anything heavy starts
     from .train.distributed import check_scale_options, make_trainer, world_info
@@ -474,6 +521,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "train":
             cmd_train(args)
+        elif args.command == "recommend":
+            cmd_recommend(args)
+        elif args.command == "export":
+            cmd_export(args)
         elif args.command == "report":
             cmd_report(args)
         elif args.command == "explain":

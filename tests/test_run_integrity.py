@@ -107,3 +107,21 @@ def test_empty_splits_are_refused_with_the_counts():
     d.valid_edge_index = d.valid_edge_index[:, :0]
     with pytest.raises(ValueError, match=r"the valid split is empty \(train/valid/test pairs: \d+/0/\d+\)"):
         check_splits(d)
+
+
+def test_finish_ends_a_run_early_and_tests_the_selected_checkpoint(tmp_path):
+    import signal, subprocess, sys, time
+    out = tmp_path / "run"
+    args = [a if a != "2" else "50" for a in BASE] + ["--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "magnet_pyg", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (out / "last.pt").exists() and time.time() - t0 < 120:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(args + ["--resume", "--finish"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["finished_early"] and 1 <= len(res["epochs"]) < 50
+    assert res["best_epoch"] == max(range(len(res["epochs"])), key=lambda e: res["epochs"][e]["valid"]["ndcg@20"])
+    assert main(BASE + ["--out", str(tmp_path / "x"), "--finish"]) == 2   # finish needs resume

@@ -25,6 +25,7 @@ from ..data.schema import INDUCED, modality_features, num_items, num_users, spli
 from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized, transpose_csr
 from ..nn.cues import ModalityCues
 from ..nn.dual_view import DualViewEncoder
+from ..nn.indexing import gather_rows
 from ..nn.losses import bpr_loss, confidence_loss, coverage_loss, embedding_l2, view_infonce
 from ..nn.moe import FusionHead, MoEOutput, TripletMoEHead
 from ..nn.routing import EntropySchedule, routing_statistics
@@ -114,6 +115,10 @@ PRESETS: Dict[str, MagnetPreset] = {
     # gradient stop the confidence loss that sharpens the routing after the switch also
     # reshapes the warmed-up embeddings
     "tiktok": replace(_DEFAULT, residual=True, warmup_epochs=60, detach_router=True),
+    # the ``tiktok`` preset without its warm-up, for a backbone warm-started from a trained
+    # LightGCN run (``--init-from RUN``): the warm-up's objective is LightGCN's, so for the
+    # single view this is the warm-up done once and shared between runs
+    "warm-start": replace(_DEFAULT, residual=True, detach_router=True),
     # the built-in synthetic dataset (``--data synthetic`` is ``synthetic-small``): the defaults
     # with diagonal ("lightweight") experts and Quad-Ent weights (Table 6), chosen on its
     # validation split; Quad-Ent's weaker confidence pressure once routing has sharpened slows
@@ -357,10 +362,11 @@ class MAGNET(Recommender):
     def pair_scores(self, out: MagnetOutput, users: Tensor, items: Tensor,
                     user_cues: Optional[Tensor] = None) -> MoEOutput:
         """Head output (Eq. 16-21) for ``B`` (user, item) pairs; ``user_cues`` (``[B, M, d]``)
-        replaces the users' pooled cues (see :meth:`triple_user_cues`)."""
+        replaces the users' pooled cues (see :meth:`triple_user_cues`). Rows are gathered with
+        :func:`~magnet_pyg.nn.gather_rows` (deterministic backward on a multi-threaded CPU)."""
         zu, zi = self.encoder.split(out.z)
-        h_u = out.h_u[users] if user_cues is None else user_cues
-        return self.head(zu[users], zi[items], h_u, out.h_i[items])
+        h_u = gather_rows(out.h_u, users) if user_cues is None else user_cues
+        return self.head(gather_rows(zu, users), gather_rows(zi, items), h_u, gather_rows(out.h_i, items))
 
     def triple_user_cues(self, out: MagnetOutput, users: Tensor, pos: Tensor, degree: Tensor) -> Tensor:
         r"""User cues of the BPR triples :math:`(u, i, j)`: pooled over
@@ -368,10 +374,10 @@ class MAGNET(Recommender):
         (:meth:`~magnet_pyg.nn.ModalityCues.leave_one_out`), else over :math:`\mathcal I_u`.
         The same cue scores the positive and the negative, so the user side of a triple
         carries no trace of which item is the positive."""
-        h_u = out.h_u[users]
+        h_u = gather_rows(out.h_u, users)
         if not self.exclude_target:
             return h_u
-        return ModalityCues.leave_one_out(h_u, out.h_i[pos], degree[users])
+        return ModalityCues.leave_one_out(h_u, gather_rows(out.h_i, pos), degree[users])
 
     # ------------------------------------------------------------------ training
     def view_contrast(self, out: MagnetOutput, users: Tensor, items: Tensor) -> Tensor:
@@ -414,7 +420,8 @@ class MAGNET(Recommender):
         out = self(graph)
         ctr = self.view_contrast(out, users, pos) if self.uses_view_contrast(out) else None
         e0, U = self.encoder.embedding.weight, self.encoder.num_users
-        reg = embedding_l2(e0[users], e0[U + pos], e0[U + neg]) if self.reg_weight > 0 else None
+        reg = (embedding_l2(gather_rows(e0, users), gather_rows(e0, U + pos), gather_rows(e0, U + neg))
+               if self.reg_weight > 0 else None)
         if self._warming:
             return self.backbone_objective(out, users, pos, neg, ctr, reg)
         h_u = self.triple_user_cues(out, users, pos, graph.user_degree)
@@ -426,9 +433,9 @@ class MAGNET(Recommender):
         """Warm-up objective: BPR on the backbone dot product (Eq. 6 embeddings), plus the
         view contrast and the batch L2; the head and the schedule are left untouched."""
         zu, zi = self.encoder.split(out.z)
-        loss, logs = self._ranking_terms(
-            bpr_loss((zu[users] * zi[pos]).sum(-1), (zu[users] * zi[neg]).sum(-1), self.bpr_reduction),
-            ctr, reg)
+        pos_score = (gather_rows(zu, users) * gather_rows(zi, pos)).sum(-1)
+        neg_score = (gather_rows(zu, users) * gather_rows(zi, neg)).sum(-1)
+        loss, logs = self._ranking_terms(bpr_loss(pos_score, neg_score, self.bpr_reduction), ctr, reg)
         logs["warmup"] = 1.0
         return loss, logs
 

@@ -3,6 +3,7 @@ from .adjacency import (bipartite_normalized_adjacency, normalized_adjacency, ro
                         sparse_mm, transpose_csr)
 from .cues import ModalityCues
 from .dual_view import DualViewEncoder
+from .indexing import gather_rows
 from .losses import (bpr_loss, confidence_loss, coverage_loss, embedding_l2,
                      view_infonce)
 from .moe import FusionHead, MoEOutput, TripletMoEHead
@@ -13,7 +14,7 @@ from .templates import (FAMILIES, FAMILY_COMPOSITIONS, ExpertPool, aux_order,
 
 __all__ = [
     "normalized_adjacency", "bipartite_normalized_adjacency", "row_normalized", "sparse_mm",
-    "transpose_csr",
+    "transpose_csr", "gather_rows",
     "DualViewEncoder", "ModalityCues", "TripletMoEHead", "FusionHead", "MoEOutput",
     "EntropySchedule", "routing_statistics", "STRATEGIES", "MODES",
     "FAMILIES", "FAMILY_COMPOSITIONS", "ExpertPool", "triplet_expert_pool", "aux_order",

@@ -52,7 +52,7 @@ from .checkpoint import atomic_json_dump, warm_start
 from .sampling import LinkSampler
 from .run_folder import RunFolder, data_fingerprint
 from .trainer import (RunState, TrainConfig, _epoch_seed, _metrics_only, check_device, check_finite,
-                      check_splits, close_epoch, environment)
+                      check_splits, close_epoch, deterministic_cpu, environment)
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class LargeGraphTrainer:
         self.step_losses, self.fingerprints = [], []
         epoch = start - 1
         for epoch in range(start, cfg.epochs):
-            if stopped:
+            if stopped or cfg.finish:
                 break
             gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
             torch.manual_seed(_epoch_seed(cfg.seed + 1, epoch))
@@ -331,19 +331,20 @@ class LargeGraphTrainer:
             bar = tqdm(self._steps(epoch_graph, sampler, gen, rank, world, device), total=len(sampler),
                        desc=f"epoch {epoch}", leave=False, disable=not (cfg.progress and lead),
                        mininterval=1.0)
-            for batch, w in bar:
-                loss, logs = runner(epoch_graph, batch)
-                check_finite(loss, epoch, steps)
-                scaled = loss * (world * w) if world > 1 else loss
-                optimizer.zero_grad(set_to_none=True)
-                scaled.backward()
-                optimizer.step()
-                if average is not None:
-                    average.update(model)
-                local.append(loss.detach().float() * w)
-                steps += 1
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+            with deterministic_cpu(device):
+                for batch, w in bar:
+                    loss, logs = runner(epoch_graph, batch)
+                    check_finite(loss, epoch, steps)
+                    scaled = loss * (world * w) if world > 1 else loss
+                    optimizer.zero_grad(set_to_none=True)
+                    scaled.backward()
+                    optimizer.step()
+                    if average is not None:
+                        average.update(model)
+                    local.append(loss.detach().float() * w)
+                    steps += 1
+                    for k, v in logs.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
             step_losses = torch.stack(local).cpu() if local else torch.zeros(0)
             if world > 1:
                 step_losses = step_losses.to(device)
@@ -397,6 +398,7 @@ class LargeGraphTrainer:
                 "best_epoch": best["epoch"],
                 "stopped_epoch": history[-1]["epoch"] if history else epoch,
                 "early_stopped": bool(stopped),
+                "finished_early": bool(cfg.finish),
                 "valid": best["valid"],
                 "test": test,
                 "test_eval_seconds": test_seconds,

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from .checkpoint import atomic_json_dump
 
 #: options that may change between a run and its resumption without changing its results
-RESUME_SAFE = frozenset({"resume", "progress", "out_dir", "device", "eval_batch_size", "overwrite"})
+RESUME_SAFE = frozenset({"resume", "progress", "out_dir", "device", "eval_batch_size", "overwrite", "finish"})
 
 RUN_FILES = ("config.json", "last.pt", "best.pt", "results.json")
 

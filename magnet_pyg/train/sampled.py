@@ -58,6 +58,7 @@ from ..data.schema import (INDUCED, INDUCED_BY, ITEM, RATED_BY, RATES, USER, mod
                            num_items, num_users, split_edge_index)
 from ..evaluate.ranking import CSRIndex
 from ..nn.cues import ModalityCues
+from ..nn.indexing import gather_rows
 from ..nn.losses import bpr_loss, embedding_l2, view_infonce
 
 __all__ = ["VIEW_RELATIONS", "check_fanout", "check_sampling_backend", "add_view_degrees",
@@ -438,12 +439,12 @@ def batch_cues(cues, features: Sequence[Tensor], history: CSRIndex, users: Tenso
     h = cues.item_cues([f[needed] for f in features])                       # [K, M, d]
     k, m, d = h.shape
     n_items = sum(sizes)
-    h_hist = h[inv[n_items:]].reshape(-1, m * d) * wgt.unsqueeze(1)
+    h_hist = gather_rows(h, inv[n_items:]).reshape(-1, m * d) * wgt.unsqueeze(1)
     h_u = torch.zeros(uu.numel(), m * d, device=device, dtype=h.dtype).index_add_(0, row, h_hist)
-    h_u = h_u.view(-1, m, d)[u_inv]
+    h_u = gather_rows(h_u.view(-1, m, d), u_inv)
     outs, start = [], 0
     for s in sizes:
-        outs.append(h[inv[start:start + s]])
+        outs.append(gather_rows(h, inv[start:start + s]))
         start += s
     return h_u, outs
 
@@ -521,11 +522,13 @@ def lightgcn_sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tu
     (BPR + layer-0 L2 of the batch)."""
     z, _, _ = encode_batch(model.encoder, batch, ("ui",), graph.rescale)
     nu = batch.num_sub_users
-    u, p, n = z[batch.users_local], z[nu + batch.pos_local], z[nu + batch.neg_local]
+    u, p, n = (gather_rows(z, batch.users_local), gather_rows(z, nu + batch.pos_local),
+               gather_rows(z, nu + batch.neg_local))
     rec = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
     e0 = model.encoder.embedding.weight
     U = model.encoder.num_users
-    reg = embedding_l2(e0[batch.users], e0[U + batch.pos], e0[U + batch.neg])
+    reg = embedding_l2(gather_rows(e0, batch.users), gather_rows(e0, U + batch.pos),
+                       gather_rows(e0, U + batch.neg))
     return rec + model.reg_weight * reg, {"bpr": rec.detach(), "reg": reg.detach()}
 
 
@@ -541,7 +544,8 @@ def magnet_sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tupl
     contrast (Eq. 28) on the batch-unique users and positives, and the routing schedule."""
     z, z_ui, z_uig = encode_batch(model.encoder, batch, graph.views, graph.rescale)
     nu = batch.num_sub_users
-    zu, zp, zn = z[batch.users_local], z[nu + batch.pos_local], z[nu + batch.neg_local]
+    zu, zp, zn = (gather_rows(z, batch.users_local), gather_rows(z, nu + batch.pos_local),
+                  gather_rows(z, nu + batch.neg_local))
     h_u, (h_p, h_n) = batch_cues(model.cues, graph.features, graph.history, batch.users,
                                  [batch.pos, batch.neg])
     ctr = None
@@ -552,7 +556,8 @@ def magnet_sampled_loss(model, graph: SampledGraph, batch: SampledBatch) -> Tupl
     reg = None
     if model.reg_weight > 0:
         e0, U = model.encoder.embedding.weight, model.encoder.num_users
-        reg = embedding_l2(e0[batch.users], e0[U + batch.pos], e0[U + batch.neg])
+        reg = embedding_l2(gather_rows(e0, batch.users), gather_rows(e0, U + batch.pos),
+                           gather_rows(e0, U + batch.neg))
     if model.exclude_target:   # the triple's user cue without the positive (MAGNET.triple_user_cues)
         h_u = ModalityCues.leave_one_out(h_u, h_p, graph.history.degree(batch.users.cpu()).to(h_u.device))
     return model.objective(model.head(zu, zp, h_u, h_p), model.head(zu, zn, h_u, h_n), ctr, reg)

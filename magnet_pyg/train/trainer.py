@@ -7,6 +7,10 @@ checkpoint (model, optimiser, early-stopping state, history) is written atomical
 end of every epoch. A run killed at any point (SIGKILL included) and restarted with
 ``resume=True`` therefore continues from its last finished epoch and ends with exactly the
 metrics of an uninterrupted run on the CPU.
+
+On the CPU the training steps run under :func:`deterministic_cpu`, so that two runs with the
+same seed and thread count give bit-identical losses and metrics (PyTorch's multi-threaded
+CPU kernels otherwise accumulate some gradients with atomic additions in a varying order).
 """
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ import copy
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -48,6 +53,8 @@ class TrainConfig:
     that checkpoint whose name and shape match (:func:`~magnet_pyg.train.checkpoint.warm_start`),
     for example MAGNET's backbone from a LightGCN run. ``overwrite`` moves a run already in
     ``out_dir`` aside instead of refusing the folder (:class:`~magnet_pyg.train.run_folder.RunFolder`).
+    ``finish`` (with ``resume``) ends a run now: no further epoch, the selected checkpoint is
+    tested and ``results.json`` written, with ``"finished_early": true``.
     """
     epochs: int = 200
     batch_size: int = 2048
@@ -67,6 +74,7 @@ class TrainConfig:
     eval_every: int = 1
     init_from: Optional[str] = None
     overwrite: bool = False
+    finish: bool = False
 
     def validates(self, epoch: int, min_epochs: int = 0) -> bool:
         """Whether epoch ``epoch`` (0-based) ends with a validation (see ``eval_every``);
@@ -87,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not self.ks or any(int(k) < 1 for k in self.ks):
             raise ValueError(f"metric cut-offs ks must be positive integers, got {list(self.ks)}")
+        if self.finish and not self.resume:
+            raise ValueError("finish ends a run being resumed: it needs resume")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -107,6 +117,34 @@ def check_device(device: str) -> torch.device:
         raise ValueError(f"device '{device}' requested but torch sees no CUDA GPU "
                          f"(torch {torch.__version__}, cuda build: {torch.version.cuda})")
     return dev
+
+
+@contextmanager
+def deterministic_cpu(device: torch.device) -> Iterator[None]:
+    """Run the enclosed training steps with deterministic CPU kernels.
+
+    On a CPU ``device`` this enables :func:`torch.use_deterministic_algorithms` (``warn_only``,
+    without filling uninitialised memory) for the duration of the block and restores the
+    previous settings afterwards; on any other device, or when deterministic algorithms are
+    already enabled, it does nothing. The one CPU kernel it changes in this package's models
+    is the backward of advanced indexing ``x[index]`` (``index_put_`` with
+    ``accumulate=True``): with more than one thread it adds the gradient rows of repeated
+    indices with atomic float additions in a varying order, in deterministic mode serially
+    in index order (the single-threaded result). MAGNET gathers its batch rows with
+    :func:`~magnet_pyg.nn.gather_rows`, deterministic without this switch.
+    """
+    if device.type != "cpu" or torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    from torch.utils import deterministic
+    fill = deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False)
+        deterministic.fill_uninitialized_memory = fill
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -249,7 +287,7 @@ class Trainer:
 
         epoch = start - 1
         for epoch in range(start, cfg.epochs):
-            if stopped:
+            if stopped or cfg.finish:
                 break
             gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
             torch.manual_seed(_epoch_seed(cfg.seed + 1, epoch))
@@ -259,19 +297,20 @@ class Trainer:
             total, steps, sums = 0.0, 0, {}
             bar = tqdm(sampler.epoch(gen), total=len(sampler), desc=f"epoch {epoch}", leave=False,
                        disable=not cfg.progress, mininterval=1.0)
-            for users, pos, neg in bar:
-                users, pos, neg = users.to(device), pos.to(device), neg.to(device)
-                loss, logs = model.loss(epoch_graph, users, pos, neg)
-                check_finite(loss, epoch, steps)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if average is not None:
-                    average.update(model)
-                total += float(loss.detach())
-                steps += 1
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+            with deterministic_cpu(device):
+                for users, pos, neg in bar:
+                    users, pos, neg = users.to(device), pos.to(device), neg.to(device)
+                    loss, logs = model.loss(epoch_graph, users, pos, neg)
+                    check_finite(loss, epoch, steps)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if average is not None:
+                        average.update(model)
+                    total += float(loss.detach())
+                    steps += 1
+                    for k, v in logs.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - t0
@@ -298,6 +337,7 @@ class Trainer:
             "best_epoch": best["epoch"],
             "stopped_epoch": history[-1]["epoch"] if history else epoch,
             "early_stopped": bool(stopped),
+            "finished_early": bool(cfg.finish),
             "valid": best["valid"],
             "test": test,
             "test_eval_seconds": test_seconds,
