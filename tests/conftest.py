@@ -52,3 +52,24 @@ def tiny():
 @pytest.fixture(scope="session")
 def sports_path() -> Path:
     return _real("sports")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is fastest and robust to a busy machine (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """The tiny synthetic dataset (modalities image (16), text (8)), shared by a test module."""
+    return synthetic("tiny", seed=0)
+
+
+def modality_dims(d):
+    """``{modality: feature size}`` of a dataset, in its modality order."""
+    from magnet_pyg.data import modality_features
+    return {m: int(x.size(1)) for m, x in modality_features(d).items()}

@@ -12,33 +12,24 @@ import math
 
 import pytest
 import torch
+from conftest import modality_dims
 import torch.nn.functional as F
 
-from magnet_pyg.data import modality_features, num_items, num_users, split_edge_index, synthetic
+from magnet_pyg.data import num_items, num_users, split_edge_index
 from magnet_pyg.models.anchorrec import AnchorRec, text_role, weighted_knn_adjacency
 from magnet_pyg.nn.losses import embedding_l2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthetic("tiny", seed=0)
 
 
-def _dims(d):
-    return {m: int(x.size(1)) for m, x in modality_features(d).items()}
 
 
 def _model(d, **kw):
     torch.manual_seed(0)
-    return AnchorRec(num_users(d), num_items(d), _dims(d), embedding_dim=16, **kw)
+    return AnchorRec(num_users(d), num_items(d), modality_dims(d), embedding_dim=16, **kw)
 
 
 def _batch(d, n=48, seed=0):
@@ -171,7 +162,7 @@ def test_aal_mix_term_reaches_only_the_feature_projections(data):
     m = _model(data)
     g = m.prepare(data)
     _, pos, _ = _batch(data)
-    assert m.projection["image"][0].in_features == _dims(data)["image"]   # p_v from raw f_v
+    assert m.projection["image"][0].in_features == modality_dims(data)["image"]   # p_v from raw f_v
     _, _, zi, h = m(g)
     feats = {k: v[pos] for k, v in g.features.items()}
     p_mm, p_id, p_mix = m.projections(zi[pos], {k: v[pos] for k, v in h.items()}, feats)

@@ -11,8 +11,9 @@ import math
 
 import pytest
 import torch
+from conftest import modality_dims
 
-from magnet_pyg.data import modality_features, num_items, num_users, split_edge_index, synthetic
+from magnet_pyg.data import modality_features, num_items, num_users, split_edge_index
 from magnet_pyg.models.crane import CRANE, RecursiveCrossModalAttention
 from magnet_pyg.models.freedom import (FREEDOM, degree_edge_probability, degree_sensitive_prune,
                                        item_graph_weights)
@@ -24,26 +25,16 @@ MMREC_FREEDOM = {"embedding_size": 64, "feat_embed_dim": 64, "knn_k": 10, "n_mm_
                  "train_batch_size": 2048, "stopping_step": 20, "weight_decay": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthetic("tiny", seed=0)
 
 
-def _dims(d):
-    return {m: int(x.size(1)) for m, x in modality_features(d).items()}
 
 
 def _model(cls, d, **kw):
     torch.manual_seed(0)
-    return cls(num_users(d), num_items(d), _dims(d), **kw)
+    return cls(num_users(d), num_items(d), modality_dims(d), **kw)
 
 
 def _defaults(cls):

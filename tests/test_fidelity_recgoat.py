@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import modality_dims
 import torch.nn.functional as F
 
 from magnet_pyg.data import modality_features, num_items, num_users, synthetic
@@ -18,26 +19,16 @@ from magnet_pyg.models.recgoat import ID_SLOT, RecGOAT, info_nce, sinkhorn, text
 from magnet_pyg.train import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthetic("tiny", seed=0)  # modalities image (16), text (8)
 
 
-def _dims(d):
-    return {m: int(x.size(1)) for m, x in modality_features(d).items()}
 
 
 def _model(d, dims=None, **kw):
     torch.manual_seed(0)
-    return RecGOAT(num_users(d), num_items(d), dims or _dims(d), embedding_dim=16, **kw)
+    return RecGOAT(num_users(d), num_items(d), dims or modality_dims(d), embedding_dim=16, **kw)
 
 
 def _renamed(d, names):

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import modality_dims
 import torch.nn.functional as F
 
 from magnet_pyg.cli import main
@@ -23,27 +24,16 @@ from magnet_pyg.train import TrainConfig, Trainer
 PEERS = [FREEDOM, AnchorRec, CRANE, RecGOAT]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is fastest and robust to a busy machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def data():
-    return synthetic("tiny", seed=0)
 
 
-def _dims(d):
-    return {m: int(x.size(1)) for m, x in modality_features(d).items()}
 
 
 def _model(cls, d, **kw):
     torch.manual_seed(0)
-    return cls(num_users(d), num_items(d), _dims(d), embedding_dim=16, **kw)
+    return cls(num_users(d), num_items(d), modality_dims(d), embedding_dim=16, **kw)
 
 
 # ----------------------------------------------------------------------------- hand references

@@ -26,7 +26,7 @@ from torch_geometric.data import HeteroData
 from ..data.schema import num_items, num_users, split_edge_index, user_item_csr
 from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized, sparse_mm, transpose_csr
 from ..nn.dual_view import DualViewEncoder
-from ..nn.losses import bpr_loss, embedding_l2, view_infonce
+from ..nn.losses import triple_embedding_l2, bpr_loss, view_infonce
 from .base import Logs, Recommender, dot_score
 from .freedom import (FeatureTables, check_in_channels, degree_edge_probability, degree_sensitive_prune,
                       item_graph_weights, modality_item_graph, require_modalities, xavier_user_item_)
@@ -358,7 +358,7 @@ class CRANE(Recommender):
         logs = {"bpr": rec.detach(), "cl": cl.detach()}
         if self.reg_weight > 0:
             e0 = self.encoder.embedding.weight
-            reg = embedding_l2(e0[users], e0[self.num_users + pos], e0[self.num_users + neg])
+            reg = triple_embedding_l2(e0, self.num_users, users, pos, neg)
             total = total + self.reg_weight * reg
             logs["reg"] = reg.detach()
         return total, logs

@@ -22,14 +22,13 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from ..data.schema import modality_features, modality_names, num_items, num_users, split_edge_index
 from ..nn.adjacency import _coalesced_csr, bipartite_normalized_adjacency, sparse_mm, transpose_csr
 from ..nn.dual_view import DualViewEncoder
-from ..nn.losses import bpr_loss, embedding_l2
+from ..nn.losses import triple_embedding_l2, bpr_loss
 from .base import Logs, Recommender, dot_score
 
 __all__ = ["FREEDOM", "FreedomGraph", "FeatureTables", "require_modalities", "check_in_channels",
@@ -400,7 +399,7 @@ class FREEDOM(Recommender):
         logs = {"bpr": rec.detach(), "feat_bpr": feat.detach()}
         if self.reg_weight > 0:
             e0 = self.encoder.embedding.weight
-            reg = embedding_l2(e0[users], e0[self.num_users + pos], e0[self.num_users + neg])
+            reg = triple_embedding_l2(e0, self.num_users, users, pos, neg)
             total = total + self.reg_weight * reg
             logs["reg"] = reg.detach()
         return total, logs

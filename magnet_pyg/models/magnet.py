@@ -26,7 +26,7 @@ from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized, trans
 from ..nn.cues import ModalityCues
 from ..nn.dual_view import DualViewEncoder
 from ..nn.indexing import gather_rows
-from ..nn.losses import bpr_loss, confidence_loss, coverage_loss, embedding_l2, view_infonce
+from ..nn.losses import triple_embedding_l2, bpr_loss, confidence_loss, coverage_loss, view_infonce
 from ..nn.moe import FusionHead, MoEOutput, TripletMoEHead
 from ..nn.routing import EntropySchedule, routing_statistics
 from .base import Logs, Recommender
@@ -420,8 +420,7 @@ class MAGNET(Recommender):
         out = self(graph)
         ctr = self.view_contrast(out, users, pos) if self.uses_view_contrast(out) else None
         e0, U = self.encoder.embedding.weight, self.encoder.num_users
-        reg = (embedding_l2(gather_rows(e0, users), gather_rows(e0, U + pos), gather_rows(e0, U + neg))
-               if self.reg_weight > 0 else None)
+        reg = triple_embedding_l2(e0, U, users, pos, neg) if self.reg_weight > 0 else None
         if self._warming:
             return self.backbone_objective(out, users, pos, neg, ctr, reg)
         h_u = self.triple_user_cues(out, users, pos, graph.user_degree)

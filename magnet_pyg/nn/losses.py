@@ -30,6 +30,17 @@ def embedding_l2(*tensors: Tensor) -> Tensor:
     return sum(t.pow(2).sum() for t in tensors) / (2 * tensors[0].size(0))
 
 
+def triple_embedding_l2(embedding: Tensor, num_users: int, users: Tensor, pos: Tensor,
+                        neg: Tensor) -> Tensor:
+    r""":func:`embedding_l2` of the layer-0 rows of a batch of BPR triples ``(u, i, j)`` in a
+    joint ``[U + I, d]`` table (users first, items offset by ``num_users``; LightGCN's batch L2,
+    one reading of MAGNET Eq. 32's :math:`\lambda\|\Theta\|^2`). Rows are gathered with
+    :func:`~magnet_pyg.nn.indexing.gather_rows`, so the gradient is deterministic on the CPU."""
+    from .indexing import gather_rows
+    return embedding_l2(gather_rows(embedding, users), gather_rows(embedding, num_users + pos),
+                        gather_rows(embedding, num_users + neg))
+
+
 def coverage_loss(pi: Tensor) -> Tensor:
     r"""Coverage (load-balancing) regulariser of stage 1 (MAGNET Eq. 29):
     :math:`\mathcal L_{cov} = \sum_{e=1}^{E} (\bar\pi_e - 1/E)^2`, :math:`\bar\pi` = batch mean.
