@@ -9,6 +9,10 @@ above ``seed<S>``), model, preset, full configuration, seed, selected epoch, val
 test metrics at that epoch, and the median seconds per training epoch and per validation.
 Rows aggregate the records of one name: mean and sample standard deviation over seeds.
 
+``--from-sweep FILE ...`` adds the rows of aggregate files written by ``benchmarks/sweep.py
+table`` (mean and std over seeds, selected epochs) for measurements whose run folders were not
+kept; such rows carry ``"source"`` and have no per-run records.
+
 ``--markdown FILE`` replaces the text between ``<!-- summary:<dataset> -->`` and
 ``<!-- /summary:<dataset> -->`` in ``FILE`` with the table, so tables in the docs are
 generated from the JSON, never typed by hand.
@@ -65,9 +69,30 @@ def rows(records: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def sweep_rows(path: Path) -> Dict[str, Dict[str, Any]]:
+    """Summary rows from an aggregate ``sweep.py table`` JSON (one entry per row name)."""
+    out = {}
+    for name, r in json.loads(path.read_text()).items():
+        n = int(r["seeds"])
+        row = {"model": r["model"], "preset": r.get("preset"), "view": r.get("view"),
+               "seeds": list(range(n)), "best_epochs": list(r.get("best_epochs") or []),
+               "finished_early": [False] * n, "epochs_trained": [None] * n, "source": str(path)}
+        for split in ("valid", "test"):
+            for m in METRICS:
+                row[f"{split}_{m}"] = r[f"{split}_{m}"]
+                row[f"{split}_{m}_std"] = r.get(f"{split}_{m}_std") if n > 1 else None
+        row["epoch_seconds"], row["eval_seconds"] = r.get("epoch_seconds"), r.get("eval_seconds")
+        out[name] = row
+    return out
+
+
 def _pm(row: Dict[str, Any], key: str) -> str:
     std = row[f"{key}_std"]
     return f"{row[key]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def _s(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
 
 
 def markdown(summary: Dict[str, Dict[str, Any]]) -> str:
@@ -79,7 +104,7 @@ def markdown(summary: Dict[str, Dict[str, Any]]) -> str:
         lines.append(f"| {name} | {r['model']}{'-' + r['view'][0].upper() + 'V' if r['view'] else ''} "
                      f"| {r['preset'] or '-'} | {len(r['seeds'])} | {_pm(r, 'test_recall@20')} "
                      f"| {_pm(r, 'test_ndcg@20')} | {_pm(r, 'valid_ndcg@20')} | {_pm(r, 'valid_recall@20')} "
-                     f"| {r['epoch_seconds']:.1f} | {r['eval_seconds']:.1f} "
+                     f"| {_s(r['epoch_seconds'])} | {_s(r['eval_seconds'])} "
                      f"| {', '.join(f'{b}' + (f' (of {n}, stopped early)' if f else '') for b, n, f in zip(r['best_epochs'], r['epochs_trained'], r['finished_early']))} |")
     best = order[0][0] if order else None
     if best:
@@ -101,15 +126,21 @@ def replace_block(path: Path, dataset: str, text: str) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", required=True)
-    p.add_argument("--runs", nargs="+", required=True, help="run folders or glob patterns")
+    p.add_argument("--runs", nargs="+", default=[], help="run folders or glob patterns")
+    p.add_argument("--from-sweep", nargs="+", default=[], help="aggregate JSON files of sweep.py table")
     p.add_argument("--json", default=None, help="default: benchmarks/results/summary_<dataset>.json")
     p.add_argument("--markdown", default=None, help="replace the summary block of this file")
     a = p.parse_args(argv)
     dirs = sorted({Path(d) for pat in a.runs for d in glob.glob(pat) if (Path(d) / "results.json").exists()})
-    if not dirs:
+    if not dirs and not a.from_sweep:
         raise SystemExit(f"no finished run (results.json) matches {a.runs}")
     records = [record(d) for d in dirs]
     summary = rows(records)
+    for f in a.from_sweep:
+        for name, row in sweep_rows(Path(f)).items():
+            if name in summary:
+                raise SystemExit(f"row '{name}' is both a run folder and in {f}")
+            summary[name] = row
     out = Path(a.json or Path(__file__).parent / "results" / f"summary_{a.dataset}.json")
     out.write_text(json.dumps({"dataset": a.dataset, "rows": summary, "runs": records}, indent=1) + "\n")
     table = markdown(summary)

@@ -21,7 +21,6 @@ The test interactions are bucketed by the training degree of their item (0, 1, 2
 Writes ``benchmarks/results/<name>.json``.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,34 +30,25 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write  # noqa: E402
 
-from magnet_pyg.data import load_dataset, modality_features, num_items, num_users, split_edge_index  # noqa: E402
+from magnet_pyg.data import describe, load_dataset, modality_features, num_items, num_users, split_edge_index  # noqa: E402
 from magnet_pyg.evaluate.ranking import CSRIndex  # noqa: E402
 from magnet_pyg.interpret.buckets import bucket_ndcg  # noqa: E402
 from magnet_pyg.nn.adjacency import row_normalized  # noqa: E402
-from magnet_pyg.train.checkpoint import load_checkpoint  # noqa: E402
+from magnet_pyg.interpret import load_run  # noqa: E402
 
 EDGES = ((0, 0), (1, 1), (2, 5), (6, 20), (21, None))
 
 
 def load_model(run_dir: Path, data):
-    res = json.loads((run_dir / "results.json").read_text())
-    name, opts = res["model"], res["config"].get("model_options", {})
-    if name == "magnet":
-        from magnet_pyg.interpret import load_run
-        ctx = load_run(run_dir)
-        state = ctx.model.inference(ctx.graph)
-        return name, lambda u: ctx.model.score(state, u), lambda u, i: ctx.model.score(state, u, i)
-    from magnet_pyg.models import BPRMF, LightGCN
-    cls = {"lightgcn": LightGCN, "bpr": BPRMF}[name]
-    kw = {"embedding_dim": opts.get("dim", 64), "reg_weight": opts.get("reg_weight", 1e-4)}
-    if name == "lightgcn":
-        kw["num_layers"] = opts.get("layers", 2)
-    model = cls(num_users(data), num_items(data), **kw)
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
-    model.eval()
-    graph = model.prepare(data)
-    state = model.inference(graph)
-    return name, lambda u: model.score(state, u), lambda u, i: model.score(state, u, i)
+    """``(label, users -> [B, I] scores, (users, items) -> [B] scores)`` of a run of any model."""
+    ctx = load_run(run_dir)
+    keys = ("users", "items", "train_edges", "valid_edges", "test_edges")
+    if any(describe(ctx.data)[k] != describe(data)[k] for k in keys):
+        raise ValueError(f"{run_dir} was trained on another split of the data")
+    state, model = ctx.state, ctx.model
+    opts = ctx.model_options
+    label = ctx.results["model"] + (f"-{opts['view']}" if opts.get("view") else "")
+    return label, lambda u: model.score(state, u), lambda u, i: model.score(state, u, i)
 
 
 def auc(pair_score, users, items, cand, gen, n=100):
@@ -75,7 +65,11 @@ def main():
     p.add_argument("--run", action="append", required=True, help="a run's --out folder (repeatable)")
     p.add_argument("--split", default="test")
     p.add_argument("--name", default="popularity_tiktok")
+    p.add_argument("--label", action="append", help="legend label of each --run (same order)")
+    p.add_argument("--figure", help="also draw the hit rates per bucket to FIGURE.png and FIGURE.pdf")
     a = p.parse_args()
+    if a.label and len(a.label) != len(a.run):
+        p.error(f"{len(a.label)} --label for {len(a.run)} --run")
     data = load_dataset(a.data)
     U, I = num_users(data), num_items(data)
     train, pairs = split_edge_index(data, "train"), split_edge_index(data, a.split)
@@ -100,8 +94,9 @@ def main():
                           for b in range(len(EDGES))]
     exclude = CSRIndex(train, U)
     out["runs"] = {}
-    for run in a.run:
+    for r, run in enumerate(a.run):
         name, score_all, score_pairs = load_model(Path(run), data)
+        name = a.label[r] if a.label else name
         per = bucket_ndcg(score_all, data, a.split, pair_bucket, num_buckets=len(EDGES))
         hits = torch.zeros(pairs.size(1), dtype=torch.bool)
         users = pairs[0].unique()
@@ -122,6 +117,33 @@ def main():
             "score_auc": [auc(score_pairs, pairs[0, pair_bucket == b], pairs[1, pair_bucket == b], cands[b], gen)
                           for b in range(len(EDGES))]}
     write(a.name, out)
+    if a.figure:
+        bucket_figure(out, a.figure)
+
+
+def bucket_figure(out, stem: str) -> None:
+    """Grouped bars: per item-degree bucket, each run's hit rate HR@20 (left axis), with the
+    bucket's share of the test interactions written under its name."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = list(out["runs"].values())
+    n, width = len(out["buckets"]), 0.8 / max(len(runs), 1)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for j, run in enumerate(runs):
+        xs = [b + (j - (len(runs) - 1) / 2) * width for b in range(n)]
+        ax.bar(xs, run["hit@20"], width, label=run["model"])
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([f"{lab}\n({100 * sh:.1f}% of test)" for lab, sh in zip(out["buckets"], out["share"])])
+    ax.set_xlabel("training interactions of the test item (item-degree bucket)")
+    ax.set_ylabel("HR@20: share of the bucket's test\ninteractions ranked in the user's top 20")
+    ax.set_title(f"{out['data']}: where each model's hits come from ({out['split']} split)")
+    ax.legend(title="model (selected checkpoint)", fontsize=8)
+    fig.tight_layout()
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        fig.savefig(f"{stem}.{ext}", dpi=150)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

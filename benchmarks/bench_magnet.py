@@ -1,15 +1,17 @@
-"""MAGNET on TikTok, CPU: one full-graph training epoch (batch 1024) and one exact full-ranking
+"""MAGNET on a real dataset (TikTok, Sports, ...): full-graph training epochs and one exact full-ranking
 evaluation of all validation users, for MAGNET-DV and MAGNET-SV, with a breakdown of where a
 training step spends its time.
 
-    python benchmarks/bench_magnet_tiktok.py [--data PATH] [--repeats 3] [--expand-r 150]
+    python benchmarks/bench_magnet.py [--data tiktok|sports|PATH] [--preset default] [--repeats 3]
+        [--expand-r 150] [--views dual single] [--modalities keyword text]
 
 Per view: the median epoch time over ``--repeats`` epochs (after one warm-up epoch), the median
 evaluation time, and, over one instrumented epoch, the seconds spent in the backbone forward
 (Eq. 4-6), the cues (Eq. 7-8), the head and losses (Eq. 9-32), the backward pass and the
 optimiser step; plus the cost of one propagation (forward + backward) over each view's
 adjacency, whose non-zeros are reported (the augmented view carries the ``r`` induced edges of
-every user). Writes ``benchmarks/results/magnet_tiktok_<device>_r<r>.json``.
+every user). The batch size and learning rate are the preset's. Writes
+``benchmarks/results/magnet_<dataset>_<device>_r<r>.json``.
 """
 import argparse
 import statistics
@@ -22,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import peak_rss_gb, sync, time_train_eval, write  # noqa: E402
 
-from magnet_pyg.data import default_data_root, load_mmrec, modality_features, num_items, num_users  # noqa: E402
+from magnet_pyg.data import keep_modalities, load_dataset, modality_features, num_items, num_users  # noqa: E402
 from magnet_pyg.data import split_edge_index  # noqa: E402
 from magnet_pyg.evaluate import Evaluator  # noqa: E402
 from magnet_pyg.graph import add_induced_edges  # noqa: E402
@@ -31,12 +33,13 @@ from magnet_pyg.nn.losses import embedding_l2  # noqa: E402
 from magnet_pyg.train import LinkSampler  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument("--data", default=str(default_data_root() / "tiktok"))
+p.add_argument("--data", default="tiktok", help="dataset name under the data root, or a folder")
+p.add_argument("--modalities", nargs="+", default=None, help="content modalities (default: all)")
 p.add_argument("--repeats", type=int, default=3)
 p.add_argument("--preset", default="default")
 p.add_argument("--knn-k", type=int, default=None)
 p.add_argument("--expand-r", type=int, default=None)
-p.add_argument("--batch-size", type=int, default=1024)
+p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
 p.add_argument("--views", nargs="+", default=["dual", "single"])
 p.add_argument("--device", default="cpu")
 args = p.parse_args()
@@ -44,12 +47,16 @@ args = p.parse_args()
 dev = torch.device(args.device)
 pre = PRESETS[args.preset]
 k, r = args.knn_k or pre.k, args.expand_r or pre.r
-data = load_mmrec(args.data)
+batch_size = args.batch_size or pre.batch_size
+data = load_dataset(args.data)
+if args.modalities:
+    data = keep_modalities(data, args.modalities)
+name = Path(args.data).name
 t0 = time.perf_counter()
 data = add_induced_edges(data, k=k, r=r, backend="torch", cache_dir=None)
 graph_seconds = time.perf_counter() - t0
 dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), args.batch_size)
+sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), batch_size)
 evaluator = Evaluator(data, ks=(10, 20))
 
 
@@ -121,10 +128,10 @@ def run(view):
 
 
 results = {view: run(view) for view in args.views}
-write(f"magnet_tiktok_{dev.type}_r{r}", {
-    "dataset": "tiktok", "preset": args.preset, "knn_k": k, "expand_r": r,
+write(f"magnet_{name}_{dev.type}_r{r}", {
+    "dataset": name, "modalities": list(dims), "preset": args.preset, "knn_k": k, "expand_r": r,
     "induced_edges": int(data["user", "induced", "item"].num_edges), "graph_build_seconds": graph_seconds,
-    "batch_size": args.batch_size, "steps_per_epoch": len(sampler), "valid_users": int(
+    "batch_size": batch_size, "lr": pre.lr, "steps_per_epoch": len(sampler), "valid_users": int(
         torch.unique(split_edge_index(data, "valid")[0]).numel()),
     "views": results, "peak_rss_gb": peak_rss_gb(),
 })
