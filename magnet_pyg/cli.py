@@ -1,371 +1,171 @@
 """``magnet-pyg``: the only place where command-line options become objects.
 
-``magnet-pyg train --model {bpr,lightgcn,magnet,...} [--data synthetic|PATH] ...`` trains a
-model, prints a metrics table and writes ``OUT/results.json``.
+``magnet-pyg train --config configs/<model>/<dataset>.yaml [--set KEY=VALUE ...] [--out DIR]``
+(or ``--model NAME`` for a model's defaults) trains a model, prints a metrics table and writes
+``OUT/results.json``; the configuration is :mod:`magnet_pyg.config` (docs/configuration.md).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 
-from .data import describe, load_dataset, num_items, num_users, resplit
-from .train import TrainConfig, Trainer
+from .data import describe
+from .train import TrainConfig
 
 log = logging.getLogger("magnet_pyg")
 
-# name -> (add model options to a parser, build from parsed args:
-#          (model, data (possibly augmented), model options, training defaults))
-ModelSpec = Tuple[Callable[[argparse._ArgumentGroup], None],
-                  Callable[[argparse.Namespace, Any], Tuple[Any, Any, Dict[str, Any], Dict[str, Any]]]]
-MODELS: Dict[str, ModelSpec] = {}
+# ----------------------------------------------------------------------------- train
+#: ``train`` flags that set a configuration key (argparse dest -> key); every other key is set
+#: in the configuration file or with ``--set`` (docs/configuration.md)
+FLAG_KEYS: Dict[str, str] = {
+    "data": "data.name", "data_seed": "data.seed", "resplit_seed": "data.resplit_seed",
+    "modalities": "data.modalities", "keep_cold_start": "data.keep_cold_start",
+    "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
+    "weight_decay": "train.weight_decay", "patience": "train.patience", "ema_decay": "train.ema_decay",
+    "eval_every": "train.eval_every", "init_from": "train.init_from", "select_metric": "train.select_metric",
+    "ks": "train.ks", "eval_batch_size": "train.eval_batch_size",
+    "mask_valid_in_test": "train.mask_valid_in_test", "seed": "train.seed", "device": "train.device",
+}
+
+#: model-option flags of earlier versions whose replacement is not ``--set <flag name>=VALUE``
+MOVED_FLAGS: Dict[str, str] = {
+    "--dim": "embedding_dim=D", "--layers": "num_layers=L (FREEDOM, AnchorRec, CRANE, RecGOAT: num_ui_layers=L)",
+    "--preset": "preset=NAME", "--expert-split": "split=P", "--experts": "templates=false --set num_experts=N",
+    "--free-experts": "templates=false", "--no-moe": "moe=false", "--no-view-contrast": "lambda_ctr=0",
+    "--no-routing-reg": "routing=off", "--coverage-only": "routing=coverage",
+    "--confidence-only": "routing=confidence", "--fixed-switch": "routing=fixed --set switch_epoch=EPOCH",
+    "--magnet-reg-weight": "reg_weight=X",
+}
+
+TRAIN_FLAGS: List[str] = []
 
 
-def register(name: str):
-    def wrap(fn):
-        MODELS[name] = fn()
-        return fn
-    return wrap
-
-
-# ----------------------------------------------------------------------------- baselines
-@register("bpr")
-def _bpr() -> ModelSpec:
-    def add(g):
-        g.add_argument("--dim", type=int, default=None,
-                       help="embedding size d (default 64; magnet: its preset's)")
-        g.add_argument("--reg-weight", type=float, default=1e-4,
-                       help="batch L2 penalty on sampled embeddings (bpr, lightgcn)")
-
-    def build(args, data):
-        from .models.bpr import BPRMF
-        dim = args.dim or 64
-        opts = {"dim": dim, "reg_weight": args.reg_weight}
-        return BPRMF(num_users(data), num_items(data), dim, args.reg_weight), data, opts, {}
-    return add, build
-
-
-@register("lightgcn")
-def _lightgcn() -> ModelSpec:
-    def add(g):
-        g.add_argument("--layers", type=int, default=None,
-                       help="propagation layers L (lightgcn: 2; magnet: its preset's)")
-
-    def build(args, data):
-        from .models.lightgcn import LightGCN
-        layers = args.layers or 2
-        dim = args.dim or 64
-        opts = {"dim": dim, "layers": layers, "reg_weight": args.reg_weight}
-        model = LightGCN(num_users(data), num_items(data), dim, layers, args.reg_weight)
-        return model, data, opts, {}
-    return add, build
-
-
-# ----------------------------------------------------------------------------- MAGNET
-@register("magnet")
-def _magnet() -> ModelSpec:
-    def add(g):
-        from .models.magnet import PRESETS
-        g.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                       help="Table 3 column (default: the dataset's name if it has one, else 'default'); "
-                            "any option below given explicitly overrides it")
-        g.add_argument("--view", choices=["dual", "single"], default="dual", help="MAGNET-DV or MAGNET-SV")
-        g.add_argument("--knn-k", type=int, default=None, help="item kNN neighbours k (Eq. 1)")
-        g.add_argument("--expand-r", type=int, default=None, help="candidates per user r (Eq. 2-3)")
-        g.add_argument("--knn-backend", default="auto", help="auto | torch | faiss | faiss-pca | faiss-ivf | faiss-hnsw")
-        g.add_argument("--graph-cache", default=".cache/graph", help="folder caching E+ ('' disables)")
-        g.add_argument("--top-k", type=int, default=None, help="experts activated per pair K")
-        g.add_argument("--families", default="full", help="full | bal | bal+dom | bal+com | dom+com")
-        g.add_argument("--expert-split", type=int, default=1, help="expert splitting p (E = 9p)")
-        g.add_argument("--experts", type=int, default=None, help="number of free experts (with --free-experts)")
-        for name, hlp in (("alpha", "Dom template control"), ("beta", "Bal template control"),
-                          ("delta", "Com template A/S split")):
-            g.add_argument(f"--{name}", type=float, default=None, help=hlp)
-        g.add_argument("--eps", type=float, default=0.05, help="Com template anchor mass")
-        g.add_argument("--threshold", type=float, default=None, help="entropy threshold H*")
-        g.add_argument("--window", type=int, default=None, help="trigger window W")
-        g.add_argument("--lambda-r", type=float, default=None, help="routing regularisation strength")
-        g.add_argument("--strategy", choices=["lin", "quad", "const", "rev"], default=None,
-                       help="lambda_s weighting: Lin-Ent, Quad-Ent, Const, Rev-Ent")
-        g.add_argument("--lambda-ctr", type=float, default=None, help="view-contrast weight")
-        g.add_argument("--tau", type=float, default=None, help="InfoNCE temperature")
-        g.add_argument("--dropout", type=float, default=None)
-        g.add_argument("--feature-norm", choices=["l2", "none"], default=None,
-                       help="row-normalise raw modality features before the cue projections "
-                            "(default: the preset's)")
-        g.add_argument("--bpr-reduction", choices=["mean", "sum"], default=None,
-                       help="BPR over the batch: mean, or sum as Eq. 27 (default: the preset's)")
-        a = g.add_mutually_exclusive_group()
-        a.add_argument("--no-routing-reg", action="store_true", help="ablation: lambda_r = 0")
-        a.add_argument("--fixed-switch", type=int, metavar="EPOCH", default=None,
-                       help="ablation: switch to stage 2 at the start of this epoch instead of by entropy")
-        a.add_argument("--coverage-only", action="store_true", help="ablation: stage 1 throughout")
-        a.add_argument("--confidence-only", action="store_true", help="ablation: stage 2 throughout")
-        g.add_argument("--no-view-contrast", action="store_true", help="ablation: lambda_ctr = 0")
-        g.add_argument("--free-experts", action="store_true", help="ablation: learned mixtures, no templates")
-        g.add_argument("--no-moe", action="store_true", help="ablation: single fusion head over {z, h^m}")
-        g.add_argument("--expert-type", choices=["linear", "diag"], default=None,
-                       help="expert maps f_e, g_e: full linear or diagonal (lightweight)")
-        g.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
-                       help="add the behaviour dot product z_u.z_i to the head's score")
-        g.add_argument("--detach-router", action=argparse.BooleanOptionalAction, default=None,
-                       help="stop the gradient from the router into the behaviour embeddings")
-        g.add_argument("--induced-weight", type=float, default=None,
-                       help="weight of an induced edge relative to an observed one in G_UIG")
-        g.add_argument("--warmup-epochs", type=int, default=None,
-                       help="behaviour warm-up: epochs training only the backbone (needs --residual)")
-        g.add_argument("--exclude-target", action=argparse.BooleanOptionalAction, default=None,
-                       help="leave a BPR positive out of its user's history pool while scoring it")
-        g.add_argument("--magnet-reg-weight", type=float, default=None,
-                       help="batch L2 on layer-0 embeddings (LightGCN style)")
-
-    def build(args, data):
-        from .data import modality_features
-        from .models.magnet import MAGNET, PRESETS
-        name = args.preset or (getattr(data, "name", None) if getattr(data, "name", None) in PRESETS
-                               else "default")
-        pre = PRESETS[name]
-        val = lambda opt, attr: getattr(args, opt) if getattr(args, opt) is not None else getattr(pre, attr)
-        routing = ("off" if args.no_routing_reg else "fixed" if args.fixed_switch is not None else
-                   "coverage" if args.coverage_only else "confidence" if args.confidence_only else "entropy")
-        batch = args.batch_size or pre.batch_size
-        switch_at = None
-        if args.fixed_switch is not None:
-            steps = -(-int(data["user", "rates", "item"].edge_index.size(1)) // batch)
-            switch_at = max(1, args.fixed_switch * steps)
-        dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-        opts = dict(embedding_dim=val("dim", "dim"), num_layers=val("layers", "layers"),
-                    view=args.view, moe=not args.no_moe, templates=not args.free_experts,
-                    num_experts=args.experts if args.free_experts else None,
-                    top_k=val("top_k", "top_k"), families=args.families, split=args.expert_split,
-                    alpha=val("alpha", "alpha"), beta=val("beta", "beta"), delta=val("delta", "delta"),
-                    eps=args.eps, dropout=val("dropout", "dropout"), threshold=val("threshold", "threshold"),
-                    window=val("window", "window"), lambda_r=val("lambda_r", "lambda_r"),
-                    strategy=val("strategy", "strategy"), routing=routing, switch_at=switch_at,
-                    lambda_ctr=0.0 if args.no_view_contrast else val("lambda_ctr", "lambda_ctr"),
-                    tau=val("tau", "tau"), feature_norm=val("feature_norm", "feature_norm"),
-                    bpr_reduction=val("bpr_reduction", "bpr_reduction"),
-                    expert_type=val("expert_type", "expert_type"), residual=val("residual", "residual"),
-                    detach_router=val("detach_router", "detach_router"),
-                    reg_weight=val("magnet_reg_weight", "reg_weight"),
-                    exclude_target=val("exclude_target", "exclude_target"),
-                    induced_weight=val("induced_weight", "induced_weight"),
-                    # the fusion head ("w/o MoE") has no residual path to warm up under
-                    warmup_epochs=0 if args.no_moe and args.warmup_epochs is None
-                    else val("warmup_epochs", "warmup_epochs"))
-        model = MAGNET(num_users(data), num_items(data), dims, **opts)  # validates before the kNN
-        k, r = val("knn_k", "k"), val("expand_r", "r")
-        if args.view == "dual":
-            from .graph import add_induced_edges
-            data = add_induced_edges(data, k=k, r=r, backend=args.knn_backend,
-                                     cache_dir=args.graph_cache or None)
-        opts.update(preset=name, knn_k=k, expand_r=r, modalities=list(dims))
-        return model, data, opts, {"lr": pre.lr, "weight_decay": pre.weight_decay, "batch_size": pre.batch_size}
-    return add, build
-
-
-# ----------------------------------------------------------------------------- peers (FREEDOM, AnchorRec, CRANE, RecGOAT)
-def _peer_spec(module: str, cls_name: str, options) -> ModelSpec:
-    """Spec of a peer model: one ``--<module>-<arg>`` flag per constructor argument in ``options``
-    (``(arg, type, help)``; type ``bool`` gives ``--X/--no-X``, ``"floats"`` a list), whose default
-    is the constructor's; ``--dim`` is the shared embedding size; training defaults (lr, batch
-    size) come from the class's ``default_train``."""
-    import importlib
-    import inspect
-
-    def cls():
-        return getattr(importlib.import_module(f".models.{module}", __package__), cls_name)
-
-    def add(g):
-        params = inspect.signature(cls()).parameters
-        for arg, typ, hlp in options:
-            flag, default = f"--{module}-{arg.replace('_', '-')}", params[arg].default
-            if typ is bool:
-                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=hlp)
-            elif typ == "floats":
-                g.add_argument(flag, type=float, nargs="+", default=default, help=hlp)
-            else:
-                g.add_argument(flag, type=typ, default=default, help=hlp)
-
-    def build(args, data):
-        from .data import modality_features
-        dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-        kw = {arg: getattr(args, f"{module}_{arg}") for arg, _, _ in options}
-        dim = args.dim or 64
-        model = cls()(num_users(data), num_items(data), dims, embedding_dim=dim, **kw)
-        return model, data, {"dim": dim, **kw, "modalities": list(dims)}, dict(cls().default_train)
-    return add, build
-
-
-@register("freedom")
-def _freedom() -> ModelSpec:
-    return _peer_spec("freedom", "FREEDOM", [
-        ("knn_k", int, "item kNN neighbours per modality"),
-        ("mm_weights", "floats", "item-graph weight per modality, in the dataset's modality order "
-                                 "(default: MMRec's 0.1 on the image modality, the rest shared; "
-                                 "equal without an image modality)"),
-        ("num_mm_layers", int, "propagation layers on the item-item graph"),
-        ("num_ui_layers", int, "LightGCN layers on the pruned user-item graph"),
-        ("edge_dropout", float, "fraction of user-item edges pruned each epoch (degree-sensitive)"),
-        ("feat_weight", float, "weight of the BPR terms on projected raw features"),
-        ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
-        ("finetune_features", bool, "train the raw item feature tables (MMRec)"),
-    ])
-
-
-@register("anchorrec")
-def _anchorrec() -> ModelSpec:
-    return _peer_spec("anchorrec", "AnchorRec", [
-        ("knn_k", int, "item kNN neighbours per feature"),
-        ("num_ui_layers", int, "LightGCN layers"),
-        ("num_ii_layers", int, "item-item smoothing layers"),
-        ("aal_weight", float, "lambda_1 of L_AAL (anchor-aligned InfoNCE)"),
-        ("amp_weight", float, "lambda_2 of L_AMP (similarity preservation)"),
-        ("amp_modality_weights", "floats", "L_AMP weight per modality, dataset order (anchor: 1; "
-                                           "default 0.03 text role, 0.01 split over the others)"),
-        ("amp_similarity", str, "learned-side similarity of L_AMP: dot (authors' code) | cosine (paper)"),
-        ("tau", float, "InfoNCE temperature"),
-        ("recon_weight", float, "lambda_recon of the anchor correction MLP(p_mm)"),
-        ("mix_weights", "floats", "alpha per modality for p_mix, dataset order "
-                                  "(default 0.75 text role, 0.25 split over the others)"),
-        ("mix_from_features", bool, "p_m of p_mix from the raw feature (code) instead of h_m (paper)"),
-        ("reg_weight", float, "L2 on the batch's final user / item embeddings"),
-        ("ui_margin_weight", float, "weight of the user-detached cosine margin term"),
-        ("ui_margin", float, "margin of that term"),
-        ("smooth_weight", float, "weight of the anchor-view smoothness over its kNN graph"),
-        ("text_modality", str, "modality in the authors' text role (default: a text modality, else the "
-                               "first non-visual one)"),
-        ("fuse_all_modalities", bool, "fuse every modality view (paper) instead of mm + text role (code)"),
-        ("user_modality_views", bool, "add the users' mm / text-role views to the user representation"),
-        ("finetune_features", bool, "train an offset of the raw features (code's trainable features)"),
-        ("anchor_modality", str, "dataset modality used as the joint anchor feature "
-                                 "(default: concatenation of all modalities)"),
-    ])
-
-
-@register("crane")
-def _crane() -> ModelSpec:
-    return _peer_spec("crane", "CRANE", [
-        ("knn_k", int, "item kNN neighbours per modality (item-item graph)"),
-        ("mm_weights", "floats", "item-graph weight per modality, in the dataset's modality order "
-                                 "(default: 0.1 on the image modality, the rest shared; equal "
-                                 "without an image modality)"),
-        ("edge_dropout", float, "fraction of user-item edges pruned each epoch (degree-sensitive; 0 = off)"),
-        ("num_ui_layers", int, "layers on the user-item graph"),
-        ("num_ii_layers", int, "layers on the item-item graph"),
-        ("num_rounds", int, "recursive cross-modal attention rounds R"),
-        ("num_heads", int, "attention heads"),
-        ("cl_weight", float, "weight of the behaviour/semantic InfoNCE"),
-        ("tau", float, "InfoNCE temperature"),
-        ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
-        ("profile", str, "user multimodal profile: sum | mean of the user's items' features"),
-        ("attention_dropout", float, "dropout on the attention weights"),
-        ("normalize_features", bool, "row-L2-normalise the raw item features"),
-        ("id_on_item_graph", bool, "also propagate item ID embeddings over the item-item graph"),
-        ("finetune_features", bool, "train the raw item feature tables (public code)"),
-    ])
-
-
-@register("recgoat")
-def _recgoat() -> ModelSpec:
-    return _peer_spec("recgoat", "RecGOAT", [
-        ("knn_k", int, "item kNN neighbours per modality"),
-        ("num_ui_layers", int, "LightGCN layers (ID side)"),
-        ("num_item_layers", int, "graph-attention layers of each item modality encoder"),
-        ("heads", int, "GAT attention heads"),
-        ("dropout", float, "GAT feature/attention dropout and dropout after each GAT layer"),
-        ("fusion_dropout", float, "dropout on the LayerNorm output of the fused item vector"),
-        ("text_weight", float, "initial fusion weight of the text-like modality (or of the ID "
-                               "embedding filling its slot)"),
-        ("image_weight", float, "initial fusion weight of every other modality"),
-        ("text_modality", str, "modality taking --recgoat-text-weight (default: the first whose "
-                               "name contains 'text' or 'txt')"),
-        ("modality_weights", "floats", "explicit initial fusion weights, one per modality in the "
-                                       "dataset's modality order"),
-        ("fill_missing_text", bool, "without a text-like modality, fill the text slot with the item ID embedding"),
-        ("learn_fusion", bool, "learn the fusion weights"),
-        ("cmcl_weight", float, "weight of the cross-modal contrastive loss"),
-        ("modality_consistency", float, "share of the modality pairs in the CMCL loss"),
-        ("tau", float, "CMCL temperature"),
-        ("ot_eps", float, "Sinkhorn entropic regularisation"),
-        ("ot_cost_scale", float, "factor on the transport cost before Sinkhorn"),
-        ("ot_iters", int, "Sinkhorn iterations"),
-        ("plan_update", str, "OAT plan refresh: step (authors' code) | epoch (stored with the weights)"),
-        ("reg_weight", float, "batch L2 on layer-0 ID embeddings"),
-        ("id_init_std", float, "std of the normal init of the ID embeddings"),
-        ("normalize_features", bool, "row-L2-normalise the raw item features"),
-        ("user_content", bool, "add a user content branch (user-user and user-item graph attention "
-                               "over the mean of the users' items' features)"),
-        ("user_knn_k", int, "user kNN neighbours (user-user graph, --recgoat-user-content only)"),
-    ])
-
-
-# ----------------------------------------------------------------------------- parser
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train and evaluate a model",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, choices=sorted(MODELS))
-    p.add_argument("--data", default="synthetic",
+    from .models.registry import MODELS
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train", help="train and evaluate a model",
+        description="Train and evaluate a model. The run is a configuration file (--config, see "
+                    "docs/configuration.md) or a model with its defaults (--model); --set KEY=VALUE "
+                    "changes single keys (model options included), the flags below the data and "
+                    "training options. Precedence: file < flags < --set.")
+    c = p.add_argument_group("configuration")
+    c.add_argument("--config", metavar="FILE", help="YAML run configuration (e.g. configs/magnet/tiktok.yaml)")
+    c.add_argument("--model", metavar="NAME", default=None,
+                   help=f"the model ({', '.join(MODELS)}); overrides the file's")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="set one configuration key, dotted (train.epochs, model_options.knn_k, data.seed) "
+                        "or short (epochs, knn_k); the value is read as YAML (5, 1e-3, true, null, [10, 20]); "
+                        "repeatable, applied in order")
+    c.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration (YAML, the file layout) and exit")
+    g = p.add_argument_group("data (the configuration's data section)")
+    g.add_argument("--data", default=None,
                    help="'synthetic' (default), 'synthetic-<tiny|small|electronics>', or an MMRec "
                         "folder / dataset name under $MAGNET_PYG_DATA")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic generator")
-    p.add_argument("--resplit-seed", type=int, default=None,
+    g.add_argument("--data-seed", type=int, default=None, help="seed of the synthetic generator (default 0)")
+    g.add_argument("--resplit-seed", type=int, default=None,
                    help="re-split every user's interactions 8:1:1 with this seed (paper: 9 672 5368 12784 2025)")
-    p.add_argument("--modalities", nargs="+", default=None, metavar="NAME",
+    g.add_argument("--modalities", nargs="+", default=None, metavar="NAME",
                    help="content modalities to load, in this order (default: every <name>_feat.npy)")
-    p.add_argument("--keep-cold-start", action="store_true",
+    g.add_argument("--keep-cold-start", action="store_const", const=True, default=None,
                    help="keep valid/test rows of users without training rows (MMRec drops them)")
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=200)
-    t.add_argument("--batch-size", type=int, default=None, help="default: the model's (2048; MAGNET: its preset's)")
-    t.add_argument("--lr", type=float, default=None, help="default: the model's (1e-3)")
-    t.add_argument("--weight-decay", type=float, default=None,
-                   help="Adam L2 on all parameters (default: the model's; 0 for bpr/lightgcn)")
-    t.add_argument("--patience", type=int, default=None, help="default: the model's own")
-    t.add_argument("--ema-decay", type=float, default=0.0,
+    t = p.add_argument_group("training (the configuration's train section; defaults: the model's or "
+                             "its preset's, else these)")
+    t.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}")
+    t.add_argument("--batch-size", type=int, default=None, help=f"default {d.batch_size}")
+    t.add_argument("--lr", type=float, default=None, help=f"default {d.lr}")
+    t.add_argument("--weight-decay", type=float, default=None, help=f"Adam L2 on all parameters (default {d.weight_decay})")
+    t.add_argument("--patience", type=int, default=None, help="validations without improvement (default: the model's)")
+    t.add_argument("--ema-decay", type=float, default=None,
                    help="validate, select and test an exponential moving average of the parameters "
-                        "with this per-step decay (0 = off: the last iterate)")
-    t.add_argument("--eval-every", type=int, default=1,
-                   help="validate after every N-th epoch (and the last); patience counts validations")
+                        f"with this per-step decay (default {d.ema_decay}: off)")
+    t.add_argument("--eval-every", type=int, default=None,
+                   help=f"validate after every N-th epoch and the last (default {d.eval_every})")
     t.add_argument("--init-from", default=None, metavar="RUN",
                    help="warm-start from a run folder's best.pt: every tensor whose name and shape "
                         "match (e.g. MAGNET's backbone from a LightGCN run)")
-    t.add_argument("--select-metric", default="ndcg@20")
-    t.add_argument("--ks", type=int, nargs="+", default=[10, 20, 50])
-    t.add_argument("--eval-batch-size", type=int, default=4096)
-    t.add_argument("--mask-valid-in-test", action="store_true",
+    t.add_argument("--select-metric", default=None, help=f"default {d.select_metric}")
+    t.add_argument("--ks", type=int, nargs="+", default=None, help=f"default {' '.join(map(str, d.ks))}")
+    t.add_argument("--eval-batch-size", type=int, default=None, help=f"default {d.eval_batch_size}")
+    t.add_argument("--mask-valid-in-test", action="store_const", const=True, default=None,
                    help="also mask validation items when testing (MMRec does not)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    t.add_argument("--out", default=None, help="run folder: checkpoints and results.json")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out with the options it was started with")
-    t.add_argument("--finish", action="store_true",
+    t.add_argument("--seed", type=int, default=None, help=f"default {d.seed}")
+    t.add_argument("--device", default=None, help=f"cpu | cuda | cuda:N (default {d.device})")
+    r = p.add_argument_group("this run")
+    r.add_argument("--out", default=None, help="run folder: config.json, checkpoints and results.json")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with the configuration it was started with")
+    r.add_argument("--finish", action="store_true",
                    help="with --resume: train no further, test the selected checkpoint, write results.json")
-    t.add_argument("--overwrite", action="store_true",
+    r.add_argument("--overwrite", action="store_true",
                    help="if --out holds a run, move it aside (to OUT.replaced-<time>) and start anew")
-    t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--fanout", type=int, nargs="+", default=None, metavar="F",
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--graph-cache", default=".cache/graph",
+                   help="folder caching content-induced edges (MAGNET dual view; '' disables)")
+    s = p.add_argument_group("large graphs")
+    s.add_argument("--fanout", type=int, nargs="+", default=None, metavar="F",
                    help="neighbour-sampled training (lightgcn, magnet): neighbours sampled per layer and "
                         "relation, one value per layer, -1 = all (e.g. --fanout 10 10); evaluation then "
                         "uses the exact layer-wise inference")
-    t.add_argument("--sampling-workers", type=int, default=0,
+    s.add_argument("--sampling-workers", type=int, default=0,
                    help="CPU worker processes preparing the sampled subgraphs (with --fanout)")
-    t.add_argument("--chunk-size", type=int, default=65536,
+    s.add_argument("--chunk-size", type=int, default=65536,
                    help="nodes per chunk of the exact layer-wise inference (with --fanout)")
-    t.add_argument("--dist-backend", choices=["auto", "gloo", "nccl"], default="auto",
+    s.add_argument("--dist-backend", choices=["auto", "gloo", "nccl"], default="auto",
                    help="torch.distributed backend under torchrun (auto: nccl on cuda, gloo on cpu); "
-                        "--batch-size is the global batch, sharded across processes")
-    for name, (add, _) in MODELS.items():
-        g = p.add_argument_group(f"model options ({name})")
-        try:
-            add(g)
-        except argparse.ArgumentError:  # an option shared with an earlier model
-            pass
+                        "the batch size is the global batch, sharded across processes")
+    TRAIN_FLAGS[:] = [o for a in p._actions for o in a.option_strings if o.startswith("--")]
+
+
+def run_config_from_args(args: argparse.Namespace):
+    """The resolved :class:`~magnet_pyg.config.RunConfig` of parsed ``train`` arguments: the
+    file, then the flags of :data:`FLAG_KEYS`, then every ``--set`` in order."""
+    from .config import load_yaml, parse_override, resolve_run_config
+    if not args.config and args.model is None:
+        raise ValueError("train needs a configuration file (--config FILE) or a model (--model NAME)")
+    raw = load_yaml(args.config) if args.config else {}
+    overrides = [("model", args.model, "--model")] if args.model is not None else []
+    for dest, key in FLAG_KEYS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            overrides.append((key, value, "--" + dest.replace("_", "-")))
+    for text in args.overrides:
+        key, value = parse_override(text)
+        overrides.append((key, value, f"--set {text}"))
+    return resolve_run_config(raw, overrides, args.config or "")
+
+
+def unknown_train_arguments(unknown: List[str]) -> str:
+    """The error for unrecognised ``train`` arguments: a model option given as a flag is
+    named with its ``--set`` replacement, anything else with the closest flags."""
+    from .models.config import config_fields, suggestion
+    from .models.registry import MODELS
+    flag = next((a for a in unknown if a.startswith("-")), unknown[0]).split("=", 1)[0]
+    hint = MOVED_FLAGS.get(flag)
+    if hint is None and flag.startswith("--"):
+        name = flag[2:].replace("-", "_")
+        types = {}
+        for e in MODELS.values():
+            types.update(config_fields(e.config))
+        candidates = [(name, None)] + [(name[len(m) + 1:], None) for m in MODELS if name.startswith(m + "_")]
+        if name.startswith("no_"):
+            candidates += [(name[3:], "false")] + [(name[3 + len(m) + 1:], "false") for m in MODELS
+                                                   if name[3:].startswith(m + "_")]
+        for key, value in candidates:
+            if key in types:
+                hint = f"{key}={value or ('true' if types[key] is bool else 'VALUE')}"
+                break
+    if hint is not None:
+        return (f"unrecognized option {flag}: model options are set in the configuration file "
+                f"(model_options) or with --set, here: --set {hint} (see docs/configuration.md)")
+    return f"unrecognized arguments: {' '.join(unknown)}; {suggestion(flag, TRAIN_FLAGS)}"
 
 
 def _interpret_parsers(sub) -> None:
@@ -458,31 +258,24 @@ def format_table(results: Dict[str, Any]) -> str:
 def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
-    common = dict(epochs=args.epochs, patience=args.patience, select_metric=args.select_metric,
-                  ks=tuple(args.ks), eval_batch_size=args.eval_batch_size,
-                  mask_valid_in_test=args.mask_valid_in_test, seed=args.seed, device=args.device,
-                  out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-                  ema_decay=args.ema_decay, eval_every=args.eval_every,
-                  init_from=args.init_from, overwrite=args.overwrite,
-                  finish=args.finish)
-    TrainConfig(batch_size=args.batch_size or 1, lr=args.lr or 1.0, weight_decay=args.weight_decay or 0.0,
-                **common).validate()  # bad options fail before anything heavy starts
+    from .config import build_run, dump_yaml
+    run = run_config_from_args(args)  # any bad key or value fails before anything heavy starts
+    if args.print_config:
+        print(dump_yaml(run.to_dict()), end="")
+        return run.to_dict()
+    run.train = dataclasses.replace(run.train, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
+                                    finish=args.finish, progress=not args.no_progress)
+    run.train.validate()
     from .train.distributed import check_scale_options, make_trainer, world_info
-    scale = check_scale_options(args)  # fanout, world size, device; joins torchrun's process group
-    data = load_dataset(args.data, seed=args.data_seed, drop_cold_start=not args.keep_cold_start,
-                        modalities=args.modalities)
-    if args.resplit_seed is not None:
-        data = resplit(data, args.resplit_seed)
+    scale = check_scale_options(argparse.Namespace(  # fanout, world size, device; joins torchrun's group
+        model=run.model, device=run.train.device, batch_size=run.train.batch_size,
+        layers=getattr(run.model_options, "num_layers", None), fanout=args.fanout,
+        sampling_workers=args.sampling_workers, chunk_size=args.chunk_size, dist_backend=args.dist_backend))
+    data = run.data.load()
     log.info("dataset %s", describe(data))
-    torch.manual_seed(args.seed)
-    model, data, opts, defaults = MODELS[args.model][1](args, data)
-    pick = lambda name, fallback: getattr(args, name) if getattr(args, name) is not None \
-        else defaults.get(name, fallback)
-    cfg = TrainConfig(batch_size=pick("batch_size", 2048), lr=pick("lr", 1e-3),
-                      weight_decay=pick("weight_decay", 0.0), **common)
-    extra = {"model_options": opts, "data": args.data, "data_seed": args.data_seed,
-             "resplit_seed": args.resplit_seed, "dataset_stats": describe(data)}
-    results = make_trainer(cfg, extra, scale).fit(model, data, model_name=args.model)
+    torch.manual_seed(run.train.seed)
+    model, data, run = build_run(run, data, graph_cache=args.graph_cache, progress=run.train.progress)
+    results = make_trainer(run.train, run.record(data), scale).fit(model, data, model_name=run.model)
     if world_info()[0] == 0:  # metrics once (rank 0 under torchrun)
         print(format_table(results))
         if args.out:
@@ -515,7 +308,13 @@ def cmd_explain(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command == "train":
+            print(f"magnet-pyg train: error: {unknown_train_arguments(unknown)}", file=sys.stderr)
+            return 2
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

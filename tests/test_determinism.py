@@ -21,7 +21,8 @@ from typing import Optional
 import pytest
 import torch
 
-from magnet_pyg.cli import MODELS, build_parser, main
+from magnet_pyg.cli import main
+from magnet_pyg.config import build_run, load_run_config
 from magnet_pyg.data import load_dataset, num_items, split_edge_index
 from magnet_pyg.nn import gather_rows
 from magnet_pyg.train import LinkSampler, TrainConfig, Trainer
@@ -40,10 +41,11 @@ def two_threads():
 
 
 def _build(model: str, data: str = "synthetic-tiny"):
-    """Model, (augmented) data and training defaults exactly as ``magnet-pyg train`` builds them."""
-    args = build_parser().parse_args(["train", "--model", model, "--data", data, "--graph-cache", ""])
+    """Model, (augmented) data and train configuration exactly as ``magnet-pyg train`` builds them."""
+    run = load_run_config(model=model, overrides=[f"data={data}"])
     torch.manual_seed(0)
-    return MODELS[model][1](args, load_dataset(data, seed=0))
+    model, data, run = build_run(run, run.data.load())
+    return model, data, run.train
 
 
 def _grads(model, graph, users, pos, neg):
@@ -105,9 +107,9 @@ def test_magnet_gradient_is_bit_identical_at_two_threads(two_threads):
     """One MAGNET step on the default preset (one batch holds all training pairs): the
     gradient of every parameter is the same bits at every call (with plain ``x[index]``
     gathers the embedding gradient differs at almost every call)."""
-    model, data, _, defaults = _build("magnet")
+    model, data, train = _build("magnet")
     graph = model.prepare(data)
-    sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), defaults["batch_size"])
+    sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), train.batch_size)
     users, pos, neg = next(iter(sampler.epoch(torch.Generator().manual_seed(0))))
     model.train()
     ref = _grads(model, graph, users, pos, neg)
@@ -124,11 +126,11 @@ def test_magnet_trained_twice_is_bit_identical(two_threads):
     """MAGNET-DV, default preset, trained twice: the same bits in every epoch's losses,
     routing statistics and validation metrics, and in the test metrics. Batches of 512
     (three steps an epoch) leave the gradients large enough for PyTorch's threaded kernels."""
-    model, data, _, defaults = _build("magnet")
+    model, data, train = _build("magnet")
     runs = []
     for _ in range(2):
-        cfg = TrainConfig(epochs=4, batch_size=512, lr=defaults["lr"],
-                          weight_decay=defaults["weight_decay"], seed=5, progress=False, patience=50)
+        cfg = TrainConfig(epochs=4, batch_size=512, lr=train.lr,
+                          weight_decay=train.weight_decay, seed=5, progress=False, patience=50)
         runs.append(Trainer(cfg).fit(copy.deepcopy(model), data, "magnet"))
     a, b = runs
     assert _records(a) == _records(b)

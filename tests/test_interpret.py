@@ -198,8 +198,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     out = {}
     for name, seed in (("a", 0), ("b", 1)):
-        rc = cli_main(["train", "--model", "magnet", "--view", "single", "--data", "synthetic-tiny",
-                       "--epochs", "2", "--dim", "16", "--seed", str(seed), "--threads", "1",
+        rc = cli_main(["train", "--model", "magnet", "--set", "view=single", "--data", "synthetic-tiny",
+                       "--epochs", "2", "--set", "embedding_dim=16", "--seed", str(seed), "--threads", "1",
                        "--no-progress", "--out", str(root / name)])
         assert rc == 0
         out[name] = root / name

@@ -21,9 +21,12 @@ def _dims(d):
 def test_from_preset_and_overrides(tiny):
     m = MAGNET.from_preset(num_users(tiny), num_items(tiny), _dims(tiny), "paper-baby", view="single", top_k=2)
     pre = MAGNET_PRESETS["paper-baby"]
-    assert m.head.top_k == 2 and m.encoder.num_layers == pre.layers and m.lambda_ctr == pre.lambda_ctr
-    with pytest.raises(ValueError, match="unknown preset"):
-        MAGNET.from_preset(3, 3, _dims(tiny), "nope")
+    assert m.head.top_k == 2 and m.encoder.num_layers == pre.config.num_layers
+    assert m.lambda_ctr == pre.config.lambda_ctr and m.view == "single"
+    with pytest.raises(ValueError, match="unknown MAGNET preset 'paper-bby'; did you mean 'paper-baby'"):
+        MAGNET.from_preset(3, 3, _dims(tiny), "paper-bby")
+    with pytest.raises(ValueError, match="unknown key 'dropuot'.*'dropout'"):
+        MAGNET.from_preset(3, 3, _dims(tiny), "default", dropuot=0.1)
     with pytest.raises(ValueError, match="induced_weight"):
         MAGNET(3, 3, _dims(tiny), induced_weight=0.0)
 
@@ -64,7 +67,7 @@ def test_positives_are_scored_without_themselves_in_the_history(tiny_dv):
     assert not torch.allclose(plain, loo)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(expert_type="diag", residual=True, top_k=9),
+@pytest.mark.parametrize("kw", [dict(), dict(expert_type="diag", residual=True, top_k=9, reg_weight=0.0),
                                 dict(view="single", reg_weight=1e-3)])
 def test_training_step_and_full_ranking_equals_pairs(tiny_dv, kw):
     U, I = num_users(tiny_dv), num_items(tiny_dv)
@@ -74,7 +77,7 @@ def test_training_step_and_full_ranking_equals_pairs(tiny_dv, kw):
     train = split_edge_index(tiny_dv, "train")
     loss, logs = model.loss(graph, train[0, :64], train[1, :64], torch.randint(0, I, (64,)))
     loss.backward()
-    assert torch.isfinite(loss) and ("reg" in logs) == ("reg_weight" in kw)
+    assert torch.isfinite(loss) and ("reg" in logs) == (kw.get("reg_weight", 1e-4) > 0)
     model.eval()
     state = model.inference(graph)
     users = torch.arange(5)
@@ -122,11 +125,12 @@ def test_behaviour_warmup_trains_only_the_backbone_and_scores_with_it(tiny_dv):
 def test_cli_warmup_run_logs_both_phases(tmp_path, capsys):
     import json
     from magnet_pyg.cli import main
-    base = ["train", "--model", "magnet", "--view", "single", "--data", "synthetic-tiny", "--dim", "8",
-            "--no-progress"]
-    assert main(base + ["--warmup-epochs", "1"]) == 2
+    base = ["train", "--model", "magnet", "--set", "view=single", "--data", "synthetic-tiny",
+            "--set", "embedding_dim=8", "--no-progress"]
+    assert main(base + ["--set", "warmup_epochs=1"]) == 2
     assert "residual" in capsys.readouterr().err
-    assert main(base + ["--residual", "--warmup-epochs", "1", "--epochs", "2", "--out", str(tmp_path)]) == 0
+    assert main(base + ["--set", "residual=true", "--set", "warmup_epochs=1", "--epochs", "2",
+                        "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     first, second = res["epochs"]
     assert first["warmup"] == 1.0 and "entropy_norm" not in first
@@ -134,19 +138,25 @@ def test_cli_warmup_run_logs_both_phases(tmp_path, capsys):
     assert res["config"]["model_options"]["warmup_epochs"] == 1
 
 
-def test_cli_picks_the_dataset_preset_and_flags_override_it(tmp_path):
+def test_the_dataset_preset_is_picked_and_keys_override_it(tmp_path):
     import json
     from magnet_pyg.cli import main
-    base = ["train", "--model", "magnet", "--view", "single", "--epochs", "1", "--no-progress"]
-    assert main(base + ["--data", "synthetic", "--dim", "8", "--out", str(tmp_path / "auto")]) == 0
-    opts = json.loads((tmp_path / "auto" / "results.json").read_text())["config"]["model_options"]
+    from magnet_pyg.config import load_run_config
     pre = MAGNET_PRESETS["synthetic-small"]
-    assert opts["preset"] == "synthetic-small"
-    assert (opts["expert_type"], opts["strategy"]) == (pre.expert_type, pre.strategy) == ("diag", "quad")
-    assert main(base + ["--data", "synthetic-tiny", "--dim", "8", "--preset", "synthetic-small",
-                        "--strategy", "lin", "--out", str(tmp_path / "flag")]) == 0
-    opts = json.loads((tmp_path / "flag" / "results.json").read_text())["config"]["model_options"]
-    assert (opts["preset"], opts["expert_type"], opts["strategy"]) == ("synthetic-small", "diag", "lin")
-    assert main(base + ["--data", "synthetic-tiny", "--dim", "8", "--out", str(tmp_path / "default")]) == 0
-    opts = json.loads((tmp_path / "default" / "results.json").read_text())["config"]["model_options"]
-    assert (opts["preset"], opts["expert_type"], opts["strategy"]) == ("default", "linear", "lin")
+    run = load_run_config(model="magnet", overrides=["data=synthetic"])      # synthetic = synthetic-small
+    assert run.preset == "synthetic-small" and run.model_options == pre.config
+    assert (run.model_options.expert_type, run.model_options.strategy) == ("diag", "quad")
+    assert (run.train.lr, run.train.batch_size) == (pre.lr, pre.batch_size)
+    run = load_run_config(model="magnet", overrides=["data=synthetic-tiny", "preset=synthetic-small", "strategy=lin"])
+    assert (run.preset, run.model_options.expert_type, run.model_options.strategy) == ("synthetic-small", "diag", "lin")
+    run = load_run_config(model="magnet", overrides=["data=/some/where/tiktok/"])
+    assert run.preset == "tiktok" and run.model_options.warmup_epochs == 60
+    run = load_run_config(model="magnet", overrides=["data=synthetic-tiny"])
+    assert (run.preset, run.model_options) == ("default", MAGNET_PRESETS["default"].config)
+    # the run records the resolved preset and every option
+    assert main(["train", "--model", "magnet", "--set", "view=single", "--data", "synthetic-tiny", "--epochs", "1",
+                 "--set", "embedding_dim=8", "--set", "preset=synthetic-small", "--no-progress",
+                 "--out", str(tmp_path / "r")]) == 0
+    cfg = json.loads((tmp_path / "r" / "results.json").read_text())["config"]
+    assert cfg["preset"] == "synthetic-small" and cfg["model_options"]["expert_type"] == "diag"
+    assert cfg["model_options"]["embedding_dim"] == 8 and cfg["model_options"]["view"] == "single"

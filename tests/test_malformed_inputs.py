@@ -393,7 +393,7 @@ def _cli_sample() -> List[Case]:
 def run_cli(folder: Path, capsys):
     from magnet_pyg import cli
     rc = cli.main(["train", "--data", str(folder), "--epochs", "1", "--no-progress", "--threads", "1",
-                   "--model", "bpr", "--dim", "8"])
+                   "--model", "bpr", "--set", "embedding_dim=8"])
     return rc, capsys.readouterr()
 
 

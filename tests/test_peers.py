@@ -304,8 +304,8 @@ def test_trains_two_epochs(cls, data):
 
 
 def test_cli_trains_a_peer(tmp_path, capsys):
-    rc = main(["train", "--model", "crane", "--data", "synthetic-tiny", "--epochs", "1", "--dim", "8",
-               "--crane-num-rounds", "2", "--crane-profile", "mean", "--threads", "1", "--no-progress",
+    rc = main(["train", "--model", "crane", "--data", "synthetic-tiny", "--epochs", "1", "--set", "embedding_dim=8",
+               "--set", "num_rounds=2", "--set", "model_options.profile=mean", "--threads", "1", "--no-progress",
                "--out", str(tmp_path / "c")])
     assert rc == 0
     import json

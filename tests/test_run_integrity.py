@@ -13,7 +13,7 @@ from magnet_pyg.train.run_folder import RunFolder, RunFolderError, config_differ
 from magnet_pyg.train.trainer import check_finite, check_splits
 
 BASE = ["train", "--model", "bpr", "--data", "synthetic-tiny", "--epochs", "2", "--batch-size", "128",
-        "--dim", "8", "--no-progress", "--threads", "1"]
+        "--set", "embedding_dim=8", "--no-progress", "--threads", "1"]
 
 
 def test_a_folder_with_a_run_is_refused_unless_overwritten(tmp_path, capsys):

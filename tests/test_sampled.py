@@ -277,7 +277,7 @@ def test_cli_sampled_training_and_bad_inputs(tmp_path, capsys):
     for extra, msg in ((["--fanout", "5"], "one fanout per layer"),
                        (["--fanout", "5", "0"], "-1 for all neighbours"),
                        (["--fanout", "5", "-3"], "-1 for all neighbours"),
-                       (["--fanout", "5", "5", "--layers", "3"], "3 propagation layers"),
+                       (["--fanout", "5", "5", "--set", "num_layers=3"], "3 propagation layers"),
                        (["--fanout", "5", "5", "--sampling-workers", "-1"], "sampling_workers"),
                        (["--fanout", "5", "5", "--chunk-size", "0"], "chunk_size")):
         assert main(base + extra) == 2

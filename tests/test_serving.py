@@ -17,7 +17,7 @@ def runs(tmp_path_factory):
     out = {}
     for name in MODELS:
         d = root / name
-        args = ["train", "--model", name, "--data", "synthetic-tiny", "--epochs", "2", "--dim", "8",
+        args = ["train", "--model", name, "--data", "synthetic-tiny", "--epochs", "2", "--set", "embedding_dim=8",
                 "--batch-size", "256", "--no-progress", "--threads", "1", "--out", str(d)]
         if name == "magnet":
             args += ["--graph-cache", ""]

@@ -122,7 +122,7 @@ def test_weight_average_selects_the_average_and_resumes_exactly(tmp_path):
 @pytest.mark.slow
 def test_resume_after_sigkill_mid_epoch(tmp_path):
     args = [sys.executable, "-m", "magnet_pyg", "train", "--model", "lightgcn", "--data", "synthetic",
-            "--epochs", "4", "--batch-size", "64", "--dim", "16", "--seed", "5", "--no-progress",
+            "--epochs", "4", "--batch-size", "64", "--set", "embedding_dim=16", "--seed", "5", "--no-progress",
             "--threads", "1", "--patience", "50"]
     ref = tmp_path / "ref"
     subprocess.run(args + ["--out", str(ref)], check=True, capture_output=True)
@@ -145,7 +145,7 @@ def test_resume_after_sigkill_mid_epoch(tmp_path):
 
 
 def test_cli_prints_table_and_writes_results(tmp_path, capsys):
-    assert main(["train", "--model", "bpr", "--data", "synthetic-tiny", "--epochs", "2", "--dim", "8",
+    assert main(["train", "--model", "bpr", "--data", "synthetic-tiny", "--epochs", "2", "--set", "embedding_dim=8",
                  "--no-progress", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "recall@20" in out and "test" in out

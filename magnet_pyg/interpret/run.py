@@ -1,18 +1,18 @@
 r"""Rebuild a trained run (model, data, graph) of any model from its run folder, and serve
 recommendations or export embeddings from it.
 
-A run folder (``magnet-pyg train --model magnet --out DIR``, or :class:`~magnet_pyg.train.Trainer`
-with the same ``extra_config``) holds ``results.json`` and ``best.pt``. The data is re-loaded
-from ``config.data`` / ``data_seed`` / ``resplit_seed`` (checked against the recorded
-``dataset_stats``), the model is re-created from ``config.model_options`` exactly as the CLI
-builds it, the induced edges of a dual-view run are rebuilt (or read from the graph cache) with
-the recorded ``knn_k`` / ``expand_r``, and the selected checkpoint is loaded.
+A run folder (``magnet-pyg train ... --out DIR``, or :class:`~magnet_pyg.train.Trainer` with
+the ``extra_config`` of :meth:`magnet_pyg.config.RunConfig.record`) holds ``results.json`` and
+``best.pt``. The recorded configuration is read back (:meth:`~magnet_pyg.config.RunConfig.from_record`,
+both recorded layouts), the data is re-loaded (checked against the recorded ``dataset_stats``),
+the model and the induced edges of a dual-view run are rebuilt exactly as for training
+(:func:`~magnet_pyg.config.build_run`, the edges possibly read from the graph cache), and the
+selected checkpoint is loaded.
 """
 from __future__ import annotations
 
-import inspect
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -109,37 +109,23 @@ def _stats_match(data: Any, recorded: Optional[Dict[str, Any]]) -> bool:
                for k in ("users", "items", "train_edges", "valid_edges", "test_edges"))
 
 
-def _load_data(cfg: Dict[str, Any]) -> Any:
-    from ..data import load_dataset, resplit
-    name = cfg.get("data")
-    if name is None:
-        raise ValueError("results.json has no config.data: cannot re-load the run's dataset")
+def _load_data(run: Any, cfg: Dict[str, Any]) -> Any:
+    """The run's dataset, checked against its recorded counts. A record of the earlier layout
+    did not record whether cold-start rows were kept: both are tried."""
     recorded = cfg.get("dataset_stats")
-    for drop in (True, False):
-        data = load_dataset(name, seed=int(cfg.get("data_seed") or 0), drop_cold_start=drop)
-        if cfg.get("resplit_seed") is not None:
-            data = resplit(data, int(cfg["resplit_seed"]))
+    keeps = (run.data.keep_cold_start,) if "config_version" in cfg else (False, True)
+    for keep in keeps:
+        data = replace(run.data, keep_cold_start=keep).load()
         if _stats_match(data, recorded):
             return data
-    raise ValueError(f"re-loading '{name}' does not reproduce the run's dataset "
+    raise ValueError(f"re-loading '{run.data.name}' does not reproduce the run's dataset "
                      f"(recorded {recorded}); has the data changed?")
 
 
 def build_magnet(data: Any, options: Dict[str, Any]) -> Any:
     """A fresh :class:`~magnet_pyg.models.MAGNET` for ``data`` from recorded ``model_options``
-    (keys that are not constructor arguments, like ``preset`` or ``knn_k``, are ignored)."""
-    from ..data import modality_features, num_items, num_users
-    from ..models.magnet import MAGNET
-    feats = modality_features(data)
-    names = options.get("modalities") or list(feats)
-    missing = [m for m in names if m not in feats]
-    if missing:
-        raise ValueError(f"the data has no features for the run's modalities {missing}")
-    dims = {m: int(feats[m].size(1)) for m in names}
-    params = inspect.signature(MAGNET.__init__).parameters
-    kwargs = {k: v for k, v in options.items() if k in params and k not in
-              ("self", "num_users", "num_items", "modality_dims")}
-    return MAGNET(num_users(data), num_items(data), dims, **kwargs)
+    (see :func:`build_model`)."""
+    return build_model("magnet", data, options)
 
 
 def load_run(run_dir: Union[str, Path], checkpoint: str = "best.pt", device: str = "cpu",
@@ -152,22 +138,18 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = "best.pt", device: str
         device: where to put the model.
         graph_cache: folder of the induced-edge cache (dual-view runs; ``None`` disables it).
     """
+    from ..config import RunConfig, build_run
     run_dir = Path(run_dir)
     res_path = run_dir / "results.json"
     if not res_path.exists():
         raise FileNotFoundError(f"{res_path} not found: is '{run_dir}' a run folder (--out)?")
     results = json.loads(res_path.read_text())
-    name = results.get("model")
     cfg = results.get("config", {})
-    opts = dict(cfg.get("model_options") or {})
-    data = _load_data(cfg)
-    model = build_model(name, data, opts)
-    if name == "magnet" and opts.get("view", "dual") == "dual":
-        from ..graph import add_induced_edges
-        from ..models.magnet import PRESETS
-        pre = PRESETS.get(opts.get("preset") or "default", PRESETS["default"])
-        data = add_induced_edges(data, k=int(opts.get("knn_k") or pre.k),
-                                 r=int(opts.get("expand_r") or pre.r), cache_dir=graph_cache)
+    if cfg.get("data") is None:
+        raise ValueError("results.json has no config.data: cannot re-load the run's dataset")
+    run = RunConfig.from_record(cfg, model=results.get("model"))
+    data = _load_data(run, cfg)
+    model, data, _ = build_run(run, data, graph_cache=graph_cache, progress=False)
     ck_path = run_dir / checkpoint
     if not ck_path.exists():
         raise FileNotFoundError(f"{ck_path} not found")
@@ -180,28 +162,27 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = "best.pt", device: str
     return RunContext(model, data, graph, results, run_dir)
 
 
-def build_model(name: str, data: Any, options: Dict[str, Any]) -> Any:
-    """A fresh model ``name`` (as ``magnet-pyg train --model``) for ``data`` from the recorded
-    ``model_options`` of its run."""
+def build_model(name: str, data: Any, options: Union[Dict[str, Any], Any]) -> Any:
+    """A fresh model ``name`` (a name of :data:`magnet_pyg.models.MODELS`) for ``data`` from the
+    recorded ``model_options`` of its run: a configuration instance, or a mapping of either
+    recorded layout (the earlier one, with ``dim``, ``layers``, ``preset`` and ``modalities``,
+    is translated; options it did not record take their defaults)."""
+    from ..config import RunConfig
     from ..data import modality_features, num_items, num_users
-    from .. import models
-    U, I = num_users(data), num_items(data)
-    if name == "magnet":
-        return build_magnet(data, options)
-    if name == "bpr":
-        return models.BPRMF(U, I, int(options.get("dim", 64)), float(options.get("reg_weight", 1e-4)))
-    if name == "lightgcn":
-        return models.LightGCN(U, I, int(options.get("dim", 64)), int(options.get("layers", 2)),
-                               float(options.get("reg_weight", 1e-4)))
-    peers = {"freedom": models.FREEDOM, "anchorrec": models.AnchorRec, "crane": models.CRANE,
-             "recgoat": models.RecGOAT}
-    if name not in peers:
-        raise ValueError(f"unknown model '{name}' in the run's results.json")
-    cls = peers[name]
-    feats = modality_features(data)
-    names = options.get("modalities") or list(feats)
-    dims = {m: int(feats[m].size(1)) for m in names}
-    params = inspect.signature(cls.__init__).parameters
-    kwargs = {k: v for k, v in options.items() if k in params and k not in
-              ("self", "num_users", "num_items", "in_channels", "modality_dims", "embedding_dim")}
-    return cls(U, I, dims, embedding_dim=int(options.get("dim", 64)), **kwargs)
+    from ..models.registry import model_entry, model_from_config
+    entry = model_entry(name)
+    if isinstance(options, entry.config):
+        config, names = options, None
+    else:
+        options = dict(options)
+        names = options.get("modalities")
+        config = RunConfig.from_record({"model_options": options, "data": "-"}, model=name).model_options
+    dims = None
+    if entry.multimodal:
+        feats = modality_features(data)
+        names = names or list(feats)
+        missing = [m for m in names if m not in feats]
+        if missing:
+            raise ValueError(f"the data has no features for the run's modalities {missing}")
+        dims = {m: int(feats[m].size(1)) for m in names}
+    return model_from_config(name, config, num_users(data), num_items(data), dims)

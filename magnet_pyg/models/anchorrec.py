@@ -19,6 +19,7 @@ from ..nn.adjacency import _coalesced_csr, bipartite_normalized_adjacency, spars
 from ..nn.dual_view import DualViewEncoder
 from ..nn.losses import bpr_loss, embedding_l2
 from .base import Logs, Recommender, dot_score
+from .config import model_config
 from .freedom import check_in_channels, degree_edge_probability, knn_edge_index, require_modalities
 
 __all__ = ["AnchorRec", "AnchorGraph", "anchor_feature", "weighted_knn_adjacency", "text_role"]
@@ -428,3 +429,8 @@ class AnchorRec(Recommender):
 
     def score(self, state, users: Tensor, items: Optional[Tensor] = None) -> Tensor:
         return dot_score(state, users, items)
+
+
+#: Hyper-parameters of :class:`AnchorRec`: its constructor's keyword arguments, with the
+#: constructor's types and defaults (:func:`~magnet_pyg.models.config.model_config`).
+AnchorRecConfig = model_config(AnchorRec, "AnchorRecConfig")

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ..nn.losses import bpr_loss, embedding_l2
 from .base import Logs, Recommender, dot_score
+from .config import model_config
 
 
 class BPRMF(Recommender):
@@ -50,3 +51,8 @@ class BPRMF(Recommender):
 
     def score(self, state, users: Tensor, items: Optional[Tensor] = None) -> Tensor:
         return dot_score(state, users, items)
+
+
+#: Hyper-parameters of :class:`BPRMF`: its constructor's keyword arguments, with the
+#: constructor's types and defaults (:func:`~magnet_pyg.models.config.model_config`).
+BPRConfig = model_config(BPRMF, "BPRConfig")

@@ -28,6 +28,7 @@ from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized, spars
 from ..nn.dual_view import DualViewEncoder
 from ..nn.losses import triple_embedding_l2, bpr_loss, view_infonce
 from .base import Logs, Recommender, dot_score
+from .config import model_config
 from .freedom import (FeatureTables, check_in_channels, degree_edge_probability, degree_sensitive_prune,
                       item_graph_weights, modality_item_graph, require_modalities, xavier_user_item_)
 
@@ -370,3 +371,8 @@ class CRANE(Recommender):
 
     def score(self, state, users: Tensor, items: Optional[Tensor] = None) -> Tensor:
         return dot_score(state, users, items)
+
+
+#: Hyper-parameters of :class:`CRANE`: its constructor's keyword arguments, with the
+#: constructor's types and defaults (:func:`~magnet_pyg.models.config.model_config`).
+CraneConfig = model_config(CRANE, "CraneConfig")

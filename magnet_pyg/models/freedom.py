@@ -30,6 +30,7 @@ from ..nn.adjacency import _coalesced_csr, bipartite_normalized_adjacency, spars
 from ..nn.dual_view import DualViewEncoder
 from ..nn.losses import triple_embedding_l2, bpr_loss
 from .base import Logs, Recommender, dot_score
+from .config import model_config
 
 __all__ = ["FREEDOM", "FreedomGraph", "FeatureTables", "require_modalities", "check_in_channels",
            "knn_edge_index", "knn_normalized_adjacency", "item_graph_weights", "modality_item_graph",
@@ -410,3 +411,8 @@ class FREEDOM(Recommender):
 
     def score(self, state, users: Tensor, items: Optional[Tensor] = None) -> Tensor:
         return dot_score(state, users, items)
+
+
+#: Hyper-parameters of :class:`FREEDOM`: its constructor's keyword arguments, with the
+#: constructor's types and defaults (:func:`~magnet_pyg.models.config.model_config`).
+FreedomConfig = model_config(FREEDOM, "FreedomConfig")

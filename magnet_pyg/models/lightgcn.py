@@ -12,6 +12,7 @@ from ..nn.adjacency import bipartite_normalized_adjacency
 from ..nn.dual_view import DualViewEncoder
 from ..nn.losses import bpr_loss, embedding_l2
 from .base import Logs, Recommender, dot_score
+from .config import model_config
 
 
 class LightGCN(Recommender):
@@ -66,3 +67,8 @@ class LightGCN(Recommender):
 
     def score(self, state, users: Tensor, items: Optional[Tensor] = None) -> Tensor:
         return dot_score(state, users, items)
+
+
+#: Hyper-parameters of :class:`LightGCN`: its constructor's keyword arguments, with the
+#: constructor's types and defaults (:func:`~magnet_pyg.models.config.model_config`).
+LightGCNConfig = model_config(LightGCN, "LightGCNConfig")

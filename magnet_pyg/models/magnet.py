@@ -15,7 +15,7 @@ entropy-triggered routing, composed from :mod:`magnet_pyg.nn`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -30,101 +30,7 @@ from ..nn.losses import triple_embedding_l2, bpr_loss, confidence_loss, coverage
 from ..nn.moe import FusionHead, MoEOutput, TripletMoEHead
 from ..nn.routing import EntropySchedule, routing_statistics
 from .base import Logs, Recommender
-
-
-@dataclass(frozen=True)
-class MagnetPreset:
-    """Hyper-parameters of one column of the paper's Table 3."""
-    k: int
-    r: int
-    dim: int
-    layers: int
-    alpha: float
-    beta: float
-    delta: float
-    threshold: float
-    window: int
-    lambda_r: float
-    lr: float
-    weight_decay: float
-    dropout: float
-    tau: float
-    lambda_ctr: float
-    top_k: int = 4
-    batch_size: int = 1024
-    expert_type: str = "linear"
-    residual: bool = False
-    reg_weight: float = 0.0
-    induced_weight: float = 1.0
-    warmup_epochs: int = 0
-    strategy: str = "lin"
-    detach_router: bool = False
-    feature_norm: str = "l2"
-    exclude_target: bool = True
-    bpr_reduction: str = "mean"
-
-    def model_kwargs(self) -> Dict[str, object]:
-        """The :class:`MAGNET` constructor arguments this preset sets (``k``, ``r`` and the
-        optimiser settings ``lr``, ``weight_decay``, ``batch_size`` are not model arguments)."""
-        return dict(embedding_dim=self.dim, num_layers=self.layers, alpha=self.alpha, beta=self.beta,
-                    delta=self.delta, threshold=self.threshold, window=self.window,
-                    lambda_r=self.lambda_r, dropout=self.dropout, tau=self.tau,
-                    lambda_ctr=self.lambda_ctr, top_k=self.top_k, expert_type=self.expert_type,
-                    residual=self.residual, reg_weight=self.reg_weight,
-                    induced_weight=self.induced_weight, warmup_epochs=self.warmup_epochs,
-                    strategy=self.strategy, detach_router=self.detach_router,
-                    feature_norm=self.feature_norm, exclude_target=self.exclude_target,
-                    bpr_reduction=self.bpr_reduction)
-
-
-def _paper(k: int, r: int, dim: int, delta: float, beta: float, threshold: float, window: int,
-           lambda_r: float, lr: float, weight_decay: float, dropout: float, tau: float) -> MagnetPreset:
-    """One column of the paper's Table 3 with Section 4.3's protocol (batch 1024, 1:1 negatives,
-    Adam, patience 5, at most 200 epochs) and none of this package's additions: raw features
-    (no L2 row normalisation), history pooling over every training item (no leave-one-out),
-    BPR summed over the batch (Eq. 27, Algorithm 2), no batch L2 (the weight decay is Eq. 32's
-    lambda), no residual head, no warm-up, no router gradient stop."""
-    return MagnetPreset(k, r, dim, 2, 0.6, beta, delta, threshold, window, lambda_r, lr, weight_decay,
-                        dropout, tau, 0.01, top_k=4, batch_size=1024, feature_norm="none",
-                        exclude_target=False, bpr_reduction="sum")
-
-
-#: Table 3 of the paper, one column each, as :func:`_paper` describes
-PAPER_PRESETS: Dict[str, MagnetPreset] = {
-    "paper-baby": _paper(20, 150, 64, 0.5, 0.2, 0.90, 3, 0.30, 1e-3, 2e-5, 0.10, 0.5),
-    "paper-sports": _paper(20, 200, 64, 0.4, 0.2, 0.87, 4, 0.30, 1.5e-3, 2e-5, 0.20, 1.5),
-    "paper-clothing": _paper(30, 200, 48, 0.8, 0.1, 0.90, 5, 0.40, 1e-3, 4e-5, 0.20, 0.2),
-    "paper-electronics": _paper(30, 200, 48, 0.6, 0.2, 0.87, 5, 0.30, 1e-3, 2e-4, 0.15, 0.2),
-}
-
-_DEFAULT = MagnetPreset(20, 10, 64, 2, 0.6, 0.2, 0.5, 0.90, 3, 0.30, 1e-3, 0.0, 0.0, 0.5, 0.01,
-                        batch_size=2048, reg_weight=1e-4)
-
-#: the paper's Table 3 (``paper-*``) and this package's presets, each chosen on a dataset's
-#: validation split; ``docs/fidelity.md`` lists how each departs from the paper.
-PRESETS: Dict[str, MagnetPreset] = {
-    **PAPER_PRESETS,
-    # any other dataset: Table 3's template and schedule values with a LightGCN-style optimiser
-    # (batch 2048, batch-embedding L2 1e-4 instead of weight decay, no dropout) and r = 10,
-    # chosen on TikTok's validation split (r = 40 and 150 were worse there)
-    "default": _DEFAULT,
-    # TikTok (not in Table 3): the defaults plus a 60-epoch behaviour warm-up (about where
-    # LightGCN peaks on validation there) under the residual head, and a router whose
-    # gradient stops at the behaviour embeddings, both chosen on TikTok's validation split:
-    # without the warm-up the router commits to content experts on random IDs; without the
-    # gradient stop the confidence loss that sharpens the routing after the switch also
-    # reshapes the warmed-up embeddings
-    "tiktok": replace(_DEFAULT, residual=True, warmup_epochs=60, detach_router=True),
-    # the ``tiktok`` preset without its warm-up, for a backbone warm-started from a trained
-    # LightGCN run (``--init-from RUN``): the warm-up's objective is LightGCN's, so for the
-    # single view this is the warm-up done once and shared between runs
-    "warm-start": replace(_DEFAULT, residual=True, detach_router=True),
-    # the built-in synthetic dataset (``--data synthetic`` is ``synthetic-small``): the defaults
-    # with diagonal ("lightweight") experts and Quad-Ent weights (Table 6), chosen on its
-    # validation split; Quad-Ent's weaker confidence pressure once routing has sharpened slows
-    # the collapse onto a single expert
-    "synthetic-small": replace(_DEFAULT, expert_type="diag", strategy="quad"),
-}
+from .config import constructor_kwargs, model_config, suggestion, unknown_key_message
 
 
 class MagnetGraph(NamedTuple):
@@ -201,6 +107,9 @@ class MAGNET(Recommender):
             norm before the projection (the cosine geometry of Eq. 1), so that raw feature
             magnitudes (TikTok's visual features reach 13) cannot swamp the ID embeddings in
             the expert dot products; ``"none"`` feeds the raw features.
+
+    The defaults are the ``default`` preset (:data:`PRESETS`); :data:`MagnetConfig` holds the
+    same arguments as a typed configuration.
     """
 
     default_patience = 5
@@ -223,7 +132,7 @@ class MAGNET(Recommender):
         beta: float = 0.2,
         delta: float = 0.5,
         eps: float = 0.05,
-        dropout: float = 0.1,
+        dropout: float = 0.0,
         threshold: float = 0.9,
         window: int = 3,
         lambda_r: float = 0.3,
@@ -236,7 +145,7 @@ class MAGNET(Recommender):
         expert_type: str = "linear",
         residual: bool = False,
         detach_router: bool = False,
-        reg_weight: float = 0.0,
+        reg_weight: float = 1e-4,
         exclude_target: bool = True,
         induced_weight: float = 1.0,
         warmup_epochs: int = 0,
@@ -272,7 +181,7 @@ class MAGNET(Recommender):
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if warmup_epochs > 0 and not (moe and residual):
-            raise ValueError("warmup_epochs > 0 needs the MoE head with residual=True (--residual): "
+            raise ValueError("warmup_epochs > 0 needs the MoE head (moe=True) with residual=True: "
                              "only then is the model's score during the warm-up the backbone's")
         self.warmup_epochs = int(warmup_epochs)
         self._warming = False
@@ -291,13 +200,23 @@ class MAGNET(Recommender):
         self._epoch_pi: list = []
 
     @classmethod
+    def from_config(cls, num_users: int, num_items: int, modality_dims: Dict[str, int],
+                    config: "MagnetConfig") -> "MAGNET":
+        """A model with the constructor arguments held by ``config`` (a :data:`MagnetConfig`;
+        its graph options ``knn_k``, ``expand_r``, ``knn_backend`` are for
+        :func:`magnet_pyg.graph.add_induced_edges`). A ``switch_epoch`` must have been turned
+        into ``switch_at`` first (:func:`resolve_switch_epoch`)."""
+        if config.switch_epoch is not None and config.switch_at is None:
+            raise ValueError("switch_epoch is given in epochs: turn it into switch_at steps with "
+                             "resolve_switch_epoch(config, steps_per_epoch) first")
+        return cls(num_users, num_items, modality_dims, **constructor_kwargs(config))
+
+    @classmethod
     def from_preset(cls, num_users: int, num_items: int, modality_dims: Dict[str, int],
                     preset: str = "default", **overrides) -> "MAGNET":
         """A model with the hyper-parameters of :data:`PRESETS` ``[preset]``; keyword
-        arguments override single constructor arguments."""
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset '{preset}', choose from {sorted(PRESETS)}")
-        return cls(num_users, num_items, modality_dims, **{**PRESETS[preset].model_kwargs(), **overrides})
+        arguments override single fields of its :data:`MagnetConfig`."""
+        return cls.from_config(num_users, num_items, modality_dims, preset_config(preset, **overrides))
 
     def reset_parameters(self) -> None:
         self.encoder.reset_parameters()
@@ -482,3 +401,108 @@ class MAGNET(Recommender):
         if items is None:
             return self.head.score_all(zu[users], state.h_u[users], zi, state.h_i)
         return self.head(zu[users], zi[items], state.h_u[users], state.h_i[items]).score
+
+
+# ----------------------------------------------------------------------------- configuration
+MagnetConfig = model_config(MAGNET, "MagnetConfig", extra=[
+    ("knn_k", int, 20),
+    ("expand_r", int, 10),
+    ("knn_backend", str, "auto"),
+    ("switch_epoch", Optional[int], None),
+], doc="""Hyper-parameters of :class:`MAGNET`: its constructor's keyword arguments (types and
+defaults from the constructor, which are the ``default`` preset), plus the options of the
+dual view's content-induced graph (:func:`magnet_pyg.graph.add_induced_edges`): ``knn_k``
+(item kNN neighbours k, Eq. 1), ``expand_r`` (candidates per user r, Eq. 2-3) and
+``knn_backend`` (``auto``, ``torch``, ``faiss``, ``faiss-pca``, ``faiss-ivf``, ``faiss-hnsw``);
+and ``switch_epoch``, the ``routing="fixed"`` switch given in epochs (counted after the
+warm-up) instead of steps, which :func:`resolve_switch_epoch` turns into ``switch_at``.""")
+
+
+@dataclass(frozen=True)
+class MagnetPreset:
+    """A named :data:`MagnetConfig` with the optimiser settings it was chosen with (the
+    :class:`~magnet_pyg.train.TrainConfig` fields ``lr``, ``weight_decay``, ``batch_size``)."""
+    config: Any  # MagnetConfig
+    lr: float
+    weight_decay: float
+    batch_size: int
+
+    def train_defaults(self) -> Dict[str, Any]:
+        """The :class:`~magnet_pyg.train.TrainConfig` fields this preset sets."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "batch_size": self.batch_size}
+
+
+def _paper(k: int, r: int, dim: int, delta: float, beta: float, threshold: float, window: int,
+           lambda_r: float, lr: float, weight_decay: float, dropout: float, tau: float) -> MagnetPreset:
+    """One column of the paper's Table 3 with Section 4.3's protocol (batch 1024, 1:1 negatives,
+    Adam, patience 5, at most 200 epochs) and none of this package's additions: raw features
+    (no L2 row normalisation), history pooling over every training item (no leave-one-out),
+    BPR summed over the batch (Eq. 27, Algorithm 2), no batch L2 (the weight decay is Eq. 32's
+    lambda), no residual head, no warm-up, no router gradient stop."""
+    cfg = MagnetConfig(knn_k=k, expand_r=r, embedding_dim=dim, delta=delta, beta=beta,
+                       threshold=threshold, window=window, lambda_r=lambda_r, dropout=dropout, tau=tau,
+                       reg_weight=0.0, feature_norm="none", exclude_target=False, bpr_reduction="sum")
+    return MagnetPreset(cfg, lr=lr, weight_decay=weight_decay, batch_size=1024)
+
+
+_DEFAULT = MagnetPreset(MagnetConfig(), lr=1e-3, weight_decay=0.0, batch_size=2048)
+
+#: the paper's Table 3 (``paper-*``) and this package's presets, each chosen on a dataset's
+#: validation split; ``docs/fidelity.md`` lists how each departs from the paper.
+PRESETS: Dict[str, MagnetPreset] = {
+    # Table 3 of the paper, one column each, as _paper describes
+    "paper-baby": _paper(20, 150, 64, 0.5, 0.2, 0.90, 3, 0.30, 1e-3, 2e-5, 0.10, 0.5),
+    "paper-sports": _paper(20, 200, 64, 0.4, 0.2, 0.87, 4, 0.30, 1.5e-3, 2e-5, 0.20, 1.5),
+    "paper-clothing": _paper(30, 200, 48, 0.8, 0.1, 0.90, 5, 0.40, 1e-3, 4e-5, 0.20, 0.2),
+    "paper-electronics": _paper(30, 200, 48, 0.6, 0.2, 0.87, 5, 0.30, 1e-3, 2e-4, 0.15, 0.2),
+    # any other dataset: MAGNET's defaults (MagnetConfig()): Table 3's template and schedule
+    # values with a LightGCN-style optimiser (batch 2048, batch-embedding L2 1e-4 instead of
+    # weight decay, no dropout) and r = 10, chosen on TikTok's validation split (r = 40 and 150
+    # were worse there)
+    "default": _DEFAULT,
+    # TikTok (not in Table 3): the defaults plus a 60-epoch behaviour warm-up (about where
+    # LightGCN peaks on validation there) under the residual head, and a router whose
+    # gradient stops at the behaviour embeddings, both chosen on TikTok's validation split:
+    # without the warm-up the router commits to content experts on random IDs; without the
+    # gradient stop the confidence loss that sharpens the routing after the switch also
+    # reshapes the warmed-up embeddings
+    "tiktok": replace(_DEFAULT, config=replace(_DEFAULT.config, residual=True, warmup_epochs=60,
+                                               detach_router=True)),
+    # the ``tiktok`` preset without its warm-up, for a backbone warm-started from a trained
+    # LightGCN run (TrainConfig.init_from): the warm-up's objective is LightGCN's, so for the
+    # single view this is the warm-up done once and shared between runs
+    "warm-start": replace(_DEFAULT, config=replace(_DEFAULT.config, residual=True, detach_router=True)),
+    # the built-in synthetic dataset (``synthetic`` is ``synthetic-small``): the defaults with
+    # diagonal ("lightweight") experts and Quad-Ent weights (Table 6), chosen on its validation
+    # split; Quad-Ent's weaker confidence pressure once routing has sharpened slows the collapse
+    # onto a single expert
+    "synthetic-small": replace(_DEFAULT, config=replace(_DEFAULT.config, expert_type="diag", strategy="quad")),
+}
+
+
+def preset_config(preset: str = "default", **overrides) -> Any:
+    """The :data:`MagnetConfig` of :data:`PRESETS` ``[preset]`` with single fields replaced."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown MAGNET preset '{preset}'; {suggestion(preset, sorted(PRESETS))}")
+    fields = MagnetConfig.__dataclass_fields__
+    for key in overrides:
+        if key not in fields:
+            raise ValueError(unknown_key_message(key, list(fields), "not a MagnetConfig field"))
+    return replace(PRESETS[preset].config, **overrides)
+
+
+def resolve_switch_epoch(config: Any, steps_per_epoch: int) -> Any:
+    """``config`` with ``switch_at`` set from ``switch_epoch`` (``routing="fixed"``): the
+    schedule switches at the start of that epoch, ``max(1, switch_epoch * steps_per_epoch)``
+    steps after the warm-up. Unchanged when ``switch_epoch`` is ``None``."""
+    if config.switch_epoch is None:
+        return config
+    if config.routing != "fixed":
+        raise ValueError(f"switch_epoch is the switch of routing='fixed', but routing is '{config.routing}'")
+    if config.switch_epoch < 0:
+        raise ValueError(f"switch_epoch must be >= 0, got {config.switch_epoch}")
+    steps = max(1, int(config.switch_epoch) * int(steps_per_epoch))
+    if config.switch_at is not None and config.switch_at != steps:
+        raise ValueError(f"switch_epoch {config.switch_epoch} ({steps} steps) and switch_at "
+                         f"{config.switch_at} disagree: give one of them")
+    return replace(config, switch_at=steps)

@@ -23,6 +23,7 @@ from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized
 from ..nn.dual_view import DualViewEncoder
 from ..nn.losses import bpr_loss
 from .base import Logs, Recommender, dot_score
+from .config import model_config
 from .freedom import check_in_channels, knn_edge_index, require_modalities
 
 __all__ = ["RecGOAT", "RecGOATGraph", "SlotView", "sinkhorn", "transport_cost", "info_nce",
@@ -506,3 +507,8 @@ class RecGOAT(Recommender):
 
     def score(self, state, users: Tensor, items: Optional[Tensor] = None) -> Tensor:
         return dot_score(state, users, items)
+
+
+#: Hyper-parameters of :class:`RecGOAT`: its constructor's keyword arguments, with the
+#: constructor's types and defaults (:func:`~magnet_pyg.models.config.model_config`).
+RecGoatConfig = model_config(RecGOAT, "RecGoatConfig")

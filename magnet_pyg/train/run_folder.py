@@ -62,9 +62,15 @@ def _jsonable(value: Any) -> Any:
 def config_differences(saved: Dict[str, Any], current: Dict[str, Any],
                        safe: Iterable[str] = RESUME_SAFE) -> List[str]:
     """``"key: saved -> current"`` for every differing key outside ``safe``; ``epochs`` may
-    grow, not shrink."""
+    grow, not shrink. Mappings (``model_options``) are compared key by key (``"model_options.tau:
+    0.5 -> 0.2"``)."""
     saved, current, safe = _jsonable(saved), _jsonable(current), set(safe)
     out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if key not in safe and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{d}" for d in config_differences(a, b, ())]
+            saved.pop(key), current.pop(key)
     for key in sorted(set(saved) | set(current)):
         if key in safe:
             continue
@@ -73,7 +79,7 @@ def config_differences(saved: Dict[str, Any], current: Dict[str, Any],
             continue
         if a != b:
             out.append(f"{key}: {a!r} -> {b!r}")
-    return out
+    return sorted(out)
 
 
 class RunFolder:
@@ -116,7 +122,8 @@ class RunFolder:
                 saved = json.loads(saved_path.read_text())
             except (OSError, ValueError) as e:
                 raise RunFolderError(f"{saved_path}: unreadable run configuration ({e})") from None
-            diffs = config_differences(saved.get("config", {}), self.config)
+            from ..config import comparable_record  # a record of the earlier layout, translated
+            diffs = config_differences(comparable_record(saved.get("config", {}), self.config), self.config)
             if self.fingerprint and saved.get("data_fingerprint") not in (None, self.fingerprint):
                 diffs.append(f"data fingerprint: {saved['data_fingerprint']} -> {self.fingerprint} "
                              f"(another dataset or split)")
