@@ -39,6 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import contextlib
+import dataclasses
 import copy
 import statistics
 import sys
@@ -54,8 +55,7 @@ from common import write  # noqa: E402
 
 import magnet_pyg.models.magnet as magnet_module  # noqa: E402
 import magnet_pyg.train.trainer as trainer_module  # noqa: E402
-from magnet_pyg.cli import MODELS, build_parser  # noqa: E402
-from magnet_pyg.data import load_dataset  # noqa: E402
+from magnet_pyg.config import build_run, load_run_config  # noqa: E402
 from magnet_pyg.train import TrainConfig, Trainer  # noqa: E402
 
 VARIANTS = ("before", "deterministic_mode_only", "after")
@@ -90,13 +90,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    cli = build_parser().parse_args(["train", "--model", args.model, "--data", args.data,
-                                     "--seed", str(args.seed)])
-    data = load_dataset(args.data, seed=0)
+    run = load_run_config(model=args.model, overrides=[("data", args.data, "--data"), ("seed", args.seed, "--seed")])
     torch.manual_seed(args.seed)
-    model0, data, opts, defaults = MODELS[args.model][1](cli, data)
-    cfg = dict(epochs=1, batch_size=defaults.get("batch_size", 2048), lr=defaults.get("lr", 1e-3),
-               weight_decay=defaults.get("weight_decay", 0.0), seed=args.seed, progress=False)
+    model0, data, run = build_run(run, run.data.load())
+    opts = dataclasses.asdict(run.model_options)
+    cfg = dict(epochs=1, batch_size=run.train.batch_size, lr=run.train.lr,
+               weight_decay=run.train.weight_decay, seed=args.seed, progress=False)
 
     seconds = {v: [] for v in VARIANTS}
     losses = {v: [] for v in VARIANTS}

@@ -160,7 +160,7 @@ def main():
     from magnet_pyg.models.magnet import PRESETS
     if "sampled" in args.modes:
         check_sampling_backend()
-        check_fanout(args.fanout, PRESETS["paper-electronics"].layers)
+        check_fanout(args.fanout, PRESETS["paper-electronics"].config.num_layers)
     from common import write
     dev = torch.device(args.device)
     if dev.type != "cuda":
@@ -181,10 +181,10 @@ def main():
             from magnet_pyg.graph import add_induced_edges
             torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
-            data = add_induced_edges(data, k=pre.k, r=pre.r, backend="torch", device=dev, progress=False)
+            data = add_induced_edges(data, k=pre.config.knn_k, r=pre.config.expand_r, backend="torch", device=dev, progress=False)
             torch.cuda.synchronize(dev)
             info.update(graph_seconds=round(time.perf_counter() - t0, 2),
-                        induced_edges=int(data["user", "induced", "item"].edge_index.size(1)), k=pre.k, r=pre.r)
+                        induced_edges=int(data["user", "induced", "item"].edge_index.size(1)), k=pre.config.knn_k, r=pre.config.expand_r)
         graphs[name] = info
         print(info, flush=True)
         for view in args.views:

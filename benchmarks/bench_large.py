@@ -85,8 +85,8 @@ def main():
     args.threads = args.threads or os.cpu_count() or 1
     args.train_threads = args.train_threads or max(1, args.threads - args.workers)
     torch.set_num_threads(args.threads)
-    pre = PRESETS["electronics"]
-    check_fanout(args.fanout, pre.layers)
+    pre = PRESETS["paper-electronics"]
+    check_fanout(args.fanout, pre.config.num_layers)
     phases, t_start, load_start = {}, time.perf_counter(), os.getloadavg()
 
     def phase(name, t0):
@@ -98,21 +98,21 @@ def main():
     phase("data", t0)
 
     t0 = time.perf_counter()
-    graph_info = {"mode": args.graph, "k": pre.k, "r": pre.r}
+    graph_info = {"mode": args.graph, "k": pre.config.knn_k, "r": pre.config.expand_r}
     if args.view == "dual":
         if args.graph == "build":
             from magnet_pyg.graph import add_induced_edges
-            data = add_induced_edges(data, k=pre.k, r=pre.r, backend=args.knn_backend,
+            data = add_induced_edges(data, k=pre.config.knn_k, r=pre.config.expand_r, backend=args.knn_backend,
                                      cache_dir=args.graph_cache)
         else:
-            data = random_induced(data, pre.r, args.seed)
+            data = random_induced(data, pre.config.expand_r, args.seed)
         graph_info["induced_edges"] = int(data[INDUCED].edge_index.size(1))
     phase("graph", t0)
 
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-    model = MAGNET.from_preset(num_users(data), num_items(data), dims, "electronics", view=args.view)
+    model = MAGNET.from_preset(num_users(data), num_items(data), dims, "paper-electronics", view=args.view)
     graph = prepare_sampled(model, data, args.fanout, num_workers=args.workers)
     sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), args.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
@@ -166,8 +166,8 @@ def main():
         "model": f"MAGNET-{'DV' if args.view == 'dual' else 'SV'}",
         "settings": {"steps": args.steps, "batch_size": args.batch_size, "fanout": args.fanout,
                      "workers": args.workers, "threads": args.threads,
-                     "train_threads": args.train_threads, "dim": pre.dim,
-                     "layers": pre.layers, "eval_users": int(users.numel()),
+                     "train_threads": args.train_threads, "dim": pre.config.embedding_dim,
+                     "layers": pre.config.num_layers, "eval_users": int(users.numel()),
                      "eval_items": num_items(data), "chunk_size": args.chunk_size},
         "graph": graph_info,
         "phases": phases,

@@ -46,7 +46,7 @@ args = p.parse_args()
 
 dev = torch.device(args.device)
 pre = PRESETS[args.preset]
-k, r = args.knn_k or pre.k, args.expand_r or pre.r
+k, r = args.knn_k or pre.config.knn_k, args.expand_r or pre.config.expand_r
 batch_size = args.batch_size or pre.batch_size
 data = load_dataset(args.data)
 if args.modalities:

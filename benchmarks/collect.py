@@ -37,7 +37,7 @@ def record(run_dir: Path) -> Dict[str, Any]:
     eval_s = [e["eval_seconds"] for e in r["epochs"] if "eval_seconds" in e]
     return {
         "name": run_dir.parent.name, "run": str(run_dir), "model": r["model"],
-        "preset": opts.get("preset"), "view": opts.get("view"), "seed": cfg.get("seed"),
+        "preset": cfg.get("preset", opts.get("preset")), "view": opts.get("view"), "seed": cfg.get("seed"),
         "init_from": cfg.get("init_from"), "best_epoch": r["best_epoch"],
         "epochs_trained": len(r["epochs"]),
         "finished_early": bool(r.get("finished_early")),

@@ -1,12 +1,23 @@
 """Run many ``magnet-pyg train`` configurations (in parallel processes) and aggregate them.
 
-    python benchmarks/sweep.py run  --grid GRID.json --out runs/sweep [--jobs 4]
+    python benchmarks/sweep.py run  --grid benchmarks/grids/GRID.yaml --out runs/sweep [--jobs 4]
     python benchmarks/sweep.py table --out runs/sweep [--json benchmarks/results/x.json]
 
-``GRID.json`` is a list of ``{"name": str, "args": [cli args...], "seeds": [0, 1, 2]}``. Each
-(name, seed) run writes ``OUT/<name>/seed<S>/results.json``. ``table`` prints, per name,
-mean and sample standard deviation over seeds of the test metrics at the checkpoint
-selected on validation, plus the selection metric itself, epoch time and evaluation time.
+``GRID.yaml`` is a list of entries, each a run configuration with overrides
+(docs/configuration.md)::
+
+    - name: tiktok-magnet-sv-detach            # runs go to OUT/<name>/seed<S>
+      config: configs/magnet/tiktok.yaml       # relative to the repository root
+      set: {view: single}                      # magnet-pyg train --set KEY=VALUE (optional)
+      args: [--graph-cache, ""]                # further train flags (optional)
+      seeds: [0, 1, 2]
+
+Every entry is resolved before the first run starts, so a wrong key fails at once. Runs start in
+grid order (``--jobs 1`` runs them one after the other, as an entry warm-started from another
+entry's run needs). Each (name, seed) run writes ``OUT/<name>/seed<S>/results.json``. ``table``
+prints, per name, mean and sample standard deviation over seeds of the test metrics at the
+checkpoint selected on validation, plus the selection metric itself, epoch time and evaluation
+time.
 """
 from __future__ import annotations
 
@@ -19,7 +30,45 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from magnet_pyg.config import load_run_config, parse_value, read_yaml  # noqa: E402
+
 METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
+ENTRY_KEYS = ("name", "config", "set", "args", "seeds")
+
+
+def override_text(key: str, value) -> str:
+    """``key=value`` that ``--set`` reads back as ``value`` (YAML)."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, str) and parse_value(value) != value:
+        text = json.dumps(value)
+    return f"{key}={text}"
+
+
+def load_grid(path: Path) -> list:
+    """The entries of a grid file, each checked and its configuration resolved."""
+    grid = read_yaml(path)
+    if not isinstance(grid, list):
+        raise SystemExit(f"{path}: a grid is a list of entries")
+    names = set()
+    for i, e in enumerate(grid):
+        where = f"{path}: entry {i} ({e.get('name', '?') if isinstance(e, dict) else e!r})"
+        if not isinstance(e, dict) or "name" not in e or "config" not in e:
+            raise SystemExit(f"{where}: needs 'name' and 'config'")
+        bad = [k for k in e if k not in ENTRY_KEYS]
+        if bad or "seed" in (e.get("set") or {}):
+            raise SystemExit(f"{where}: unknown keys {bad or ['set.seed']} (the seeds are 'seeds')")
+        if e["name"] in names:
+            raise SystemExit(f"{where}: the name is used twice")
+        names.add(e["name"])
+        e["overrides"] = [override_text(k, v) for k, v in (e.get("set") or {}).items()]
+        try:
+            load_run_config(ROOT / e["config"], e["overrides"])
+        except (ValueError, FileNotFoundError) as err:
+            raise SystemExit(f"{where}: {err}")
+    return grid
 
 
 def run(grid, out: Path, jobs: int, threads: int) -> None:
@@ -29,8 +78,9 @@ def run(grid, out: Path, jobs: int, threads: int) -> None:
             d = out / cfg["name"] / f"seed{seed}"
             if (d / "results.json").exists():
                 continue
-            cmd = [sys.executable, "-m", "magnet_pyg", "train", *cfg["args"], "--seed", str(seed),
-                   "--out", str(d), "--no-progress", "--threads", str(threads)]
+            cmd = [sys.executable, "-m", "magnet_pyg", "train", "--config", str(ROOT / cfg["config"]),
+                   *[a for o in cfg["overrides"] for a in ("--set", o)], *[str(a) for a in cfg.get("args", [])],
+                   "--seed", str(seed), "--out", str(d), "--no-progress", "--threads", str(threads)]
             todo.append((d, cmd))
 
     def go(item):
@@ -84,7 +134,7 @@ if __name__ == "__main__":
     p.add_argument("--json", help="also write the summary here")
     a = p.parse_args()
     if a.command == "run":
-        run(json.loads(Path(a.grid).read_text()), Path(a.out), a.jobs, a.threads)
+        run(load_grid(Path(a.grid)), Path(a.out), a.jobs, a.threads)
     s = table(Path(a.out))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

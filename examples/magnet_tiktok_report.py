@@ -19,15 +19,16 @@ Both run folders are ordinary run folders, so the same report can be regenerated
 not available, only the single-view run is trained and reported.
 """
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from magnet_pyg.data import default_data_root, describe, load_mmrec, modality_features, num_items, num_users
+from magnet_pyg.config import build_run, load_run_config
+from magnet_pyg.data import default_data_root, describe
 from magnet_pyg.interpret import (RoutingMonitor, RunContext, format_explanation,
                                   write_explanation, write_report)
-from magnet_pyg.models.magnet import MAGNET, PRESETS
-from magnet_pyg.train import TrainConfig, Trainer
+from magnet_pyg.train import Trainer
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--data", default=str(default_data_root() / "tiktok"))
@@ -42,40 +43,32 @@ args = parser.parse_args()
 if args.threads:
     torch.set_num_threads(args.threads)
 
-data = load_mmrec(args.data)           # TikTok: image + audio features
-dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-pre = PRESETS["default"]               # a few-epoch demo: the "tiktok" preset's 60-epoch
-                                       # behaviour warm-up would leave the head untrained
+# a few-epoch demo: the "default" preset (the "tiktok" preset's 60-epoch behaviour warm-up would
+# leave the head untrained), without the view contrast as in the paper's Section 4.10
+base = load_run_config(model="magnet", overrides=[
+    ("data", args.data, "--data"), ("preset", "default", "example"), ("lambda_ctr", 0.0, "example"),
+    ("epochs", args.epochs, "--epochs"), ("seed", args.seed, "--seed"), ("device", args.device, "--device")])
+data = base.data.load()                # TikTok: image + audio features
 print(describe(data))
 
 views = list(args.views)
 if "dual" in views:
     try:
-        from magnet_pyg.graph import add_induced_edges
+        import magnet_pyg.graph  # noqa: F401
     except ImportError as e:           # the induced-edge builder is optional here
         print(f"no induced edges ({e}); training the single view only")
         views = ["single"]
 
 runs = {}
 for view in views:
-    opts = dict(embedding_dim=pre.dim, num_layers=pre.layers, view=view, top_k=pre.top_k,
-                alpha=pre.alpha, beta=pre.beta, delta=pre.delta, dropout=pre.dropout,
-                threshold=pre.threshold, window=pre.window, lambda_r=pre.lambda_r,
-                lambda_ctr=0.0, tau=pre.tau)
+    run = dataclasses.replace(base, model_options=dataclasses.replace(base.model_options, view=view))
     torch.manual_seed(args.seed)
-    model = MAGNET(num_users(data), num_items(data), dims, **opts)
-    view_data = add_induced_edges(data, k=pre.k, r=pre.r) if view == "dual" else data
+    model, view_data, run = build_run(run, data)   # the model, and the induced edges of the dual view
     out = Path(args.out) / view
-    # recorded so that `magnet-pyg report --run OUT/<view>` can rebuild the run
-    extra = {"model_options": {**opts, "preset": "default", "knn_k": pre.k, "expand_r": pre.r,
-                               "modalities": list(dims)},
-             "data": args.data, "data_seed": 0, "resplit_seed": None,
-             "dataset_stats": describe(view_data)}
-    config = TrainConfig(epochs=args.epochs, batch_size=pre.batch_size, lr=pre.lr,
-                         weight_decay=pre.weight_decay, seed=args.seed, device=args.device,
-                         out_dir=str(out), progress=False)
+    config = dataclasses.replace(run.train, out_dir=str(out), progress=False)
+    # the recorded configuration lets `magnet-pyg report --run OUT/<view>` rebuild the run
     with RoutingMonitor(model):        # per-pair routing statistics of every epoch
-        results = Trainer(config, extra).fit(model, view_data, "magnet")
+        results = Trainer(config, run.record(view_data)).fit(model, view_data, "magnet")
     print(f"MAGNET-{view[0].upper()}V: best epoch {results['best_epoch']}, test "
           f"recall@20 {results['test']['recall@20']:.4f} ndcg@20 {results['test']['ndcg@20']:.4f}")
     runs[view] = RunContext(model, view_data, model.prepare(view_data), results, out)

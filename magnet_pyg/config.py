@@ -43,7 +43,7 @@ from .train.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataConfig", "RunConfig", "CONFIG_VERSION", "load_yaml", "parse_override",
+__all__ = ["DataConfig", "RunConfig", "CONFIG_VERSION", "load_yaml", "read_yaml", "parse_value", "parse_override",
            "resolve_run_config", "load_run_config", "build_run", "comparable_record", "dump_yaml"]
 
 #: version of the recorded layout (``config.json``); records without it are the earlier flat
@@ -236,8 +236,9 @@ _LOADER = None
 
 
 def _loader():
-    """A safe YAML loader that reads ``1e-4`` as a float (YAML 1.1 needs ``1.0e-4``) and
-    refuses duplicate keys."""
+    """A safe YAML loader with YAML 1.2's scalars where 1.1 surprises: ``1e-4`` is a float (1.1
+    needs ``1.0e-4``), only ``true`` / ``false`` are booleans (1.1 also reads ``off``, ``yes``,
+    ``no``, ...); duplicate keys are an error."""
     global _LOADER
     if _LOADER is None:
         yaml = _yaml()
@@ -245,6 +246,13 @@ def _loader():
         class Loader(yaml.SafeLoader):
             pass
 
+        # YAML 1.2 booleans: only true / false (YAML 1.1 also reads on, off, yes, no, y, n,
+        # so that routing: off would be False)
+        Loader.yaml_implicit_resolvers = {
+            ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+            for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+        Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                                     re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
         Loader.add_implicit_resolver(
             "tag:yaml.org,2002:float",
             re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -269,16 +277,22 @@ def _loader():
     return _LOADER
 
 
-def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
-    """The mapping in the YAML file ``path`` (an error names the file and the line)."""
+def read_yaml(path: Union[str, Path]) -> Any:
+    """The YAML document in ``path``, read with this module's loader (``1e-4`` is a float,
+    duplicate keys are an error naming the line)."""
     yaml = _yaml()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"configuration file {path} not found")
     try:
-        raw = yaml.load(path.read_text(), Loader=_loader())
+        return yaml.load(path.read_text(), Loader=_loader())
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML: {e}") from None
+
+
+def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
+    """The mapping in the YAML configuration file ``path`` (an error names the file and line)."""
+    raw = read_yaml(path)
     if raw is None:
         return {}
     if not isinstance(raw, dict):
