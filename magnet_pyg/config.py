@@ -77,7 +77,8 @@ class DataConfig:
     keep_cold_start: bool = False
 
     def load(self):
-        """The dataset (before any re-split)."""
+        """The dataset (:func:`~magnet_pyg.data.load_dataset`, then re-split when
+        ``resplit_seed`` is set)."""
         from .data import load_dataset, resplit
         data = load_dataset(self.name, seed=self.seed, drop_cold_start=not self.keep_cold_start,
                             modalities=self.modalities or None)
@@ -156,14 +157,13 @@ class RunConfig:
                             "and are left out", dropped, name)
             options = make_config(entry.config, {k: v for k, v in opts.items() if k in known},
                                   "model_options", base=base)
-            keep = bool(config.get("keep_cold_start", False))
         else:
             preset, modalities = config.get("preset"), config.get("modalities")
             options = make_config(entry.config, dict(config.get("model_options") or {}), "model_options")
-            keep = bool(config.get("keep_cold_start", False))
         data = DataConfig(name=config.get("data") or "synthetic", seed=int(config.get("data_seed") or 0),
                           resplit_seed=config.get("resplit_seed"),
-                          modalities=list(modalities) if modalities else None, keep_cold_start=keep)
+                          modalities=list(modalities) if modalities else None,
+                          keep_cold_start=bool(config.get("keep_cold_start", False)))
         return cls(name, options, TrainConfig(**train), data, preset)
 
 
@@ -200,7 +200,7 @@ def _legacy_options(entry: ModelEntry, options: Mapping[str, Any]) -> Tuple[Dict
 def comparable_record(saved: Mapping[str, Any], current: Mapping[str, Any]) -> Dict[str, Any]:
     """``saved`` (a run folder's recorded configuration) in the layout of ``current``, for
     comparing them when a run is resumed: an earlier-layout record is translated (options it
-    did not record take their defaults; ``knn_backend``, ``switch_epoch``, ``modalities`` and
+    did not record take their defaults, MAGNET's its preset's; ``knn_backend``, ``switch_epoch``, ``modalities`` and
     ``keep_cold_start``, which the earlier command line did not record, take ``current``'s).
     Any other record is returned unchanged."""
     saved = dict(saved)
@@ -212,7 +212,8 @@ def comparable_record(saved: Mapping[str, Any], current: Mapping[str, Any]) -> D
     except ValueError:
         return saved
     now = current.get("model_options") or {}
-    defaults = dataclasses.asdict(entry.config())
+    base = entry.presets[preset or "default"].config if entry.presets else entry.config()
+    defaults = dataclasses.asdict(base)
     for key, default in defaults.items():
         if key not in opts:
             opts[key] = now.get(key, default) if key in _UNRECORDED else _plain(default)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from magnet_pyg.cli import main
-from magnet_pyg.config import (CONFIG_VERSION, RunConfig, build_run, dump_yaml, load_run_config, load_yaml,
+from magnet_pyg.config import (CONFIG_VERSION, RunConfig, dump_yaml, load_run_config, load_yaml,
                                parse_value, resolve_run_config)
 from magnet_pyg.data import load_dataset, num_items, num_users, split_edge_index, synthetic
 from magnet_pyg.models import MAGNET, MAGNET_PRESETS, MODELS, MagnetConfig, model_from_config

@@ -23,7 +23,7 @@ import torch
 
 from magnet_pyg.cli import main
 from magnet_pyg.config import build_run, load_run_config
-from magnet_pyg.data import load_dataset, num_items, split_edge_index
+from magnet_pyg.data import num_items, split_edge_index
 from magnet_pyg.nn import gather_rows
 from magnet_pyg.train import LinkSampler, TrainConfig, Trainer
 from magnet_pyg.train.trainer import deterministic_cpu
