@@ -174,8 +174,7 @@ def test_time_split_puts_each_users_latest_interactions_in_test(tmp_path):
 
 def test_random_split_is_seeded(raw, tmp_path):
     a = prepare_dataset(raw / "inter.csv", tmp_path / "a", user_col="user", item_col="item", seed=3)
-    prepare_dataset(raw / "inter.csv", tmp_path / "b", user_col="user", item_col="item", seed=3,
-                        name="a")
+    prepare_dataset(raw / "inter.csv", tmp_path / "b", user_col="user", item_col="item", seed=3, name="a")
     c = prepare_dataset(raw / "inter.csv", tmp_path / "c", user_col="user", item_col="item", seed=4,
                         name="a")
     text = lambda d: (d / "a.inter").read_text()
