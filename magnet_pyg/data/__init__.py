@@ -1,5 +1,7 @@
 """Data layer: MMRec-format folders and synthetic data as PyG ``HeteroData``."""
 from .mmrec import DataFormatError, default_data_root, describe, load_mmrec, resolve_dataset_path
+from .idmap import IdMap, read_id_maps
+from .prepare import prepare_dataset
 from .schema import (INDUCED, INDUCED_BY, ITEM, RATED_BY, RATES, USER, has_induced_edges,
                      modality_features, modality_names, num_items, num_users, set_modality,
                      split_edge_index, user_item_csr)
@@ -41,4 +43,5 @@ __all__ = [
     "modality_features", "modality_names", "num_items", "num_users", "set_modality",
     "split_edge_index", "user_item_csr", "PAPER_SPLIT_SEEDS", "per_user_split", "resplit",
     "PRESETS", "SyntheticSpec", "synthetic", "load_dataset", "keep_modalities",
+    "IdMap", "read_id_maps", "prepare_dataset",
 ]
