@@ -5,18 +5,19 @@ other part of the package reads it through the helpers below:
 
 * node types ``"user"`` and ``"item"`` with ``num_nodes`` set;
 * the item features as PyG's usual ``data["item"].x`` (so ``data.x_dict`` works): one
-  ``[num_items, sum_m d_m]`` matrix, the content modalities side by side in the order of
-  ``data.modalities`` (for example ``["image", "text"]``), their widths in
-  ``data.modality_dims`` (for example ``[4096, 384]``). The features are held once: modality
-  ``m`` is the column block ``x[:, a_m:a_m + d_m]``, which :func:`modality_features` returns as
-  a view (no copy; with one modality, ``x`` itself). As ``x`` is one tensor, ``data.to(...)``,
-  ``data.clone()`` and PyG's loaders move or copy the features once. Write them only with
+  ``[num_items, sum_m d_m]`` matrix, the content modalities side by side, its column layout
+  in ``data.modality_dims`` (``{name: d_name}`` in column order, for example
+  ``{"image": 4096, "text": 384}``); ``data.modalities`` lists the modalities in use (by
+  default all of them, in column order). The features are held once: modality ``m`` is the
+  column block of ``x`` that :func:`modality_features` returns as a view (no copy; with one
+  modality, ``x`` itself). As ``x`` is one tensor, ``data.to(...)``, ``data.clone()`` and
+  PyG's loaders move or copy the features once. Write them only with
   :func:`set_modalities` / :func:`set_modality` / :func:`set_item_features`. Users have no
   features (no ``data["user"].x``, as in PyG's LightGCN-style data; ``data.x_dict`` is then
   ``{"item": x}``); a dataset without content modalities has no ``x`` at all, and
   ``data.x_dict`` raises PyG's ``KeyError`` as for any featureless graph. (Data written with
-  one ``data["item"]["x_<name>"]`` matrix per modality and no ``modality_dims`` is still read
-  by :func:`modality_features`.)
+  one ``data["item"]["x_<name>"]`` matrix per modality is still read by
+  :func:`modality_features`.)
 * the training interactions as the edge type :data:`RATES` ``('user', 'rates', 'item')``
   plus its reverse :data:`RATED_BY` (``edge_index`` rows: source, destination);
 * the validation and test interactions, never part of the message-passing graph, as
@@ -59,32 +60,36 @@ def modality_names(data: HeteroData) -> List[str]:
 
 
 def modality_features(data: HeteroData) -> Dict[str, Tensor]:
-    """``{name: [num_items, d_name] tensor}`` for every content modality, in order: column
-    views of ``data["item"].x`` (no copy)."""
+    """``{name: [num_items, d_name] tensor}`` for every content modality of
+    ``data.modalities``, in that order: column views of ``data["item"].x`` (no copy)."""
     names = modality_names(data)
     if not names:
         return {}
     store = data[ITEM]
-    dims = getattr(data, "modality_dims", None)
-    if dims is None and all(f"x_{n}" in store for n in names):  # one matrix per modality
-        return {n: store[f"x_{n}"] for n in names}
-    if dims is None or len(dims) != len(names):
-        raise ValueError(f"data.modalities is {names} but data.modality_dims is {dims}: write "
-                         f"the item features with magnet_pyg.data.set_modalities")
-    if "x" not in store:
-        raise ValueError(f"data.modalities is {names} but data['item'] has no x: write the item "
-                         f"features with magnet_pyg.data.set_modalities")
-    x = store.x
-    if x.dim() != 2 or x.size(1) != sum(dims):
-        raise ValueError(f"data['item'].x has shape {tuple(x.shape)} but the modalities {names} "
-                         f"have widths {list(dims)} (sum {sum(dims)}): write the item features "
-                         f"with magnet_pyg.data.set_modalities")
-    if len(names) == 1:
-        return {names[0]: x}
-    out, start = {}, 0
-    for n, d in zip(names, dims):
-        out[n] = x[:, start:start + int(d)]
+    layout = dict(getattr(data, "modality_dims", None) or {})
+    offsets, start = {}, 0
+    for name, d in layout.items():
+        offsets[name] = (start, start + int(d))
         start += int(d)
+    if layout:
+        if "x" not in store:
+            raise ValueError(f"data.modality_dims is {layout} but data['item'] has no x: write the "
+                             f"item features with magnet_pyg.data.set_modalities")
+        x = store.x
+        if x.dim() != 2 or x.size(1) != start:
+            raise ValueError(f"data['item'].x has shape {tuple(x.shape)} but data.modality_dims "
+                             f"{layout} sums to {start} columns: write the item features with "
+                             f"magnet_pyg.data.set_modalities")
+    out = {}
+    for name in names:
+        if name in offsets:
+            a, b = offsets[name]
+            out[name] = store.x if (a, b) == (0, store.x.size(1)) else store.x[:, a:b]
+        elif f"x_{name}" in store:  # one matrix per modality
+            out[name] = store[f"x_{name}"]
+        else:
+            raise ValueError(f"modality '{name}' of data.modalities has no features: "
+                             f"data['item'].x holds {layout or 'nothing'}")
     return out
 
 
@@ -104,9 +109,8 @@ def _drop_item_features(data: HeteroData) -> None:
             del store[f"x_{name}"]
     if "x" in store:
         del store.x
-    for attr in ("modality_dims",):
-        if attr in data:
-            delattr(data, attr)
+    if "modality_dims" in data:
+        del data.modality_dims
     data.modalities = []
 
 
@@ -133,7 +137,7 @@ def set_item_features(data: HeteroData, x: Tensor, dims: Mapping[str, int]) -> N
     _drop_item_features(data)
     data[ITEM].x = x
     data.modalities = list(dims)
-    data.modality_dims = list(dims.values())
+    data.modality_dims = dims
 
 
 def set_modalities(data: HeteroData, features: Mapping[str, Tensor]) -> None:
