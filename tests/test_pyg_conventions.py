@@ -13,7 +13,7 @@ from torch_geometric.nn import LGConv
 
 from magnet_pyg.data import (RATED_BY, RATES, keep_modalities, load_mmrec, modality_features,
                              resplit, set_item_features, set_modalities, set_modality,
-                             split_edge_index, split_graph, split_graphs, synthetic)
+                             split_edge_index, split_graph, split_graphs)
 from magnet_pyg.interpret import dual_view_figure, dynamics_figure, explain_figure, save, usage_figure
 from magnet_pyg.nn import (DualViewEncoder, ModalityCues, bipartite_normalized_adjacency,
                            normalized_adjacency, row_normalized, transpose_csr)

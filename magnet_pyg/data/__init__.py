@@ -46,6 +46,7 @@ __all__ = [
     "DataFormatError", "default_data_root", "describe", "load_mmrec", "resolve_dataset_path",
     "INDUCED", "INDUCED_BY", "ITEM", "RATED_BY", "RATES", "USER", "has_induced_edges",
     "modality_features", "modality_names", "num_items", "num_users", "set_modality",
-    "set_modalities", "set_item_features", "split_graph", "split_graphs", "split_edge_index", "user_item_csr", "PAPER_SPLIT_SEEDS", "per_user_split", "resplit",
+    "set_modalities", "set_item_features", "split_graph", "split_graphs", "split_edge_index",
+    "user_item_csr", "PAPER_SPLIT_SEEDS", "per_user_split", "resplit",
     "PRESETS", "SyntheticSpec", "synthetic", "load_dataset", "keep_modalities",
 ]
