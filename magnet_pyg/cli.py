@@ -368,6 +368,15 @@ def _train_parser(sub) -> None:
             pass
 
 
+def _formats_option(p) -> None:
+    p.add_argument("--formats", nargs="+", choices=["png", "pdf", "svg"], default=None,
+                   help="file formats of each figure (default: PNG and PDF)")
+
+
+def _figure_formats(args: argparse.Namespace) -> Dict[str, Any]:
+    return {} if args.formats is None else {"formats": args.formats}
+
+
 def _interpret_parsers(sub) -> None:
     """``report`` and ``explain``: routing interpretability of a MAGNET run (magnet_pyg.interpret)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -378,6 +387,7 @@ def _interpret_parsers(sub) -> None:
                    help="single-view run on the same data: adds the DV-vs-SV bucket diagnostics")
     p.add_argument("--split", choices=["valid", "test"], default="test")
     p.add_argument("--out", default=None, help="output folder (default RUN/report)")
+    _formats_option(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p = sub.add_parser("explain", formatter_class=fmt,
                        help="a user's recommendations with their routing attribution")
@@ -387,6 +397,7 @@ def _interpret_parsers(sub) -> None:
     p.add_argument("--item", type=int, nargs="+", default=None,
                    help="explain these (user, item) pairs instead of the top-N list")
     p.add_argument("--out", default=None, help="output folder (default RUN/report)")
+    _formats_option(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
@@ -594,7 +605,8 @@ def cmd_report(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .interpret import write_report
-    rep = write_report(args.run, compare=args.compare, split=args.split, out_dir=args.out)
+    rep = write_report(args.run, compare=args.compare, split=args.split, out_dir=args.out,
+                       **_figure_formats(args))
     r = rep["routing"]
     print(f"{args.split} routing: N_eff {r['n_eff']:.2f} of {r['num_experts']}, HHI {r['hhi']:.3f}, "
           f"Div {r['div']:.3f}" + (f", content share {r['content_share']:.3f}" if "content_share" in r else ""))
@@ -607,7 +619,8 @@ def cmd_explain(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .interpret import format_explanation, write_explanation
-    d = write_explanation(args.run, args.user, top_n=args.top, items=args.item, out_dir=args.out)
+    d = write_explanation(args.run, args.user, top_n=args.top, items=args.item, out_dir=args.out,
+                          **_figure_formats(args))
     print(format_explanation(d))
     for name, path in d["files"].items():
         print(f"  {name}: {path}")

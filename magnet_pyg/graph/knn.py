@@ -65,7 +65,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
-from ..data.schema import ITEM, modality_names, num_items
+from ..data.schema import modality_features, modality_names, num_items
 from .cache import cache_file, digest, load_cached, save_atomic
 
 log = logging.getLogger(__name__)
@@ -541,11 +541,12 @@ def checked_modalities(data: HeteroData, modalities: Optional[Sequence[str]] = N
                          "item kNN needs item features")
     n = num_items(data)
     files = getattr(data, "modality_files", None) or {}
+    feats = modality_features(data)
     out = {}
     for name in names:
-        if f"x_{name}" not in data[ITEM]:
-            raise ValueError(f"modality '{name}' not found: data['item'] has no 'x_{name}'")
-        out[name] = check_features(data[ITEM][f"x_{name}"], name, n,
+        if name not in feats:
+            raise ValueError(f"modality '{name}' not found: the data has the modalities {list(feats)}")
+        out[name] = check_features(feats[name], name, n,
                                    str(files[name]) if name in files else None)
     return out
 

@@ -1,6 +1,6 @@
 """Layers usable alone in any PyG model."""
-from .adjacency import (bipartite_normalized_adjacency, normalized_adjacency, row_normalized,
-                        sparse_mm, transpose_csr)
+from .adjacency import (bipartite_normalized_adjacency, check_adjacency, normalized_adjacency,
+                        row_normalized, sparse_mm, transpose_csr)
 from .cues import ModalityCues
 from .dual_view import DualViewEncoder
 from .indexing import gather_rows
@@ -13,7 +13,8 @@ from .templates import (FAMILIES, FAMILY_COMPOSITIONS, ExpertPool, aux_order,
                         group_permutation, permute_to_global, triplet_expert_pool)
 
 __all__ = [
-    "normalized_adjacency", "bipartite_normalized_adjacency", "row_normalized", "sparse_mm",
+    "normalized_adjacency", "bipartite_normalized_adjacency", "check_adjacency", "row_normalized",
+    "sparse_mm",
     "transpose_csr", "gather_rows",
     "DualViewEncoder", "ModalityCues", "TripletMoEHead", "FusionHead", "MoEOutput",
     "EntropySchedule", "routing_statistics", "STRATEGIES", "MODES",

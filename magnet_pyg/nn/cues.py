@@ -14,11 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .adjacency import sparse_mm
+from .adjacency import check_adjacency, sparse_mm
 
 __all__ = ["ModalityCues"]
 
 Features = Union[Mapping[str, Tensor], Sequence[Tensor]]
+
+
+def _num_rows(adj) -> int:
+    return int(adj.sizes()[0]) if hasattr(adj, "sizes") else int(adj.size(0))
 
 
 class ModalityCues(torch.nn.Module):
@@ -108,6 +112,11 @@ class ModalityCues(torch.nn.Module):
                    item_user: Optional[Tensor] = None) -> Tensor:
         r"""History pooling :math:`\mathbf{h}_u^m = \sum_i R_{ui} \mathbf{h}_i^m`.
 
+        ``user_item`` must be a normalised sparse matrix (a raw ``edge_index`` or a binary
+        matrix is refused with a :class:`ValueError`, see
+        :func:`~magnet_pyg.nn.check_adjacency`); build it with
+        :func:`~magnet_pyg.nn.row_normalized`.
+
         Args:
             h_items: ``[I, M, d]`` item cues.
             user_item: ``[U, I]`` row-normalised sparse matrix.
@@ -118,6 +127,12 @@ class ModalityCues(torch.nn.Module):
             ``[U, M, d]`` user cues (zero for users without training items).
         """
         num_items, m, d = h_items.shape
+        build = ("Build it with magnet_pyg.nn.row_normalized(edge_index, num_users, "
+                 f"num_items={num_items}) from the [2, E] (user, item) training pairs")
+        check_adjacency(user_item, None, num_items, "ModalityCues: user_item", build)
+        if item_user is not None:
+            check_adjacency(item_user, num_items, _num_rows(user_item), "ModalityCues: item_user",
+                            "Pass the transpose of user_item: magnet_pyg.nn.transpose_csr(user_item)")
         out = sparse_mm(user_item, h_items.reshape(num_items, m * d), adj_t=item_user)
         return out.view(-1, m, d)
 
