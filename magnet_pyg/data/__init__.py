@@ -1,4 +1,6 @@
 """Data layer: MMRec-format folders and synthetic data as PyG ``HeteroData``."""
+from .csr_index import CSRIndex
+from .modalities import ID_ONLY_MODELS, check_in_channels, require_modalities
 from .mmrec import DataFormatError, default_data_root, describe, load_mmrec, resolve_dataset_path
 from .schema import (INDUCED, INDUCED_BY, ITEM, RATED_BY, RATES, USER, has_induced_edges,
                      modality_features, modality_names, num_items, num_users, set_modality,
@@ -36,7 +38,8 @@ def keep_modalities(data, modalities):
 
 
 __all__ = [
-    "DataFormatError", "default_data_root", "describe", "load_mmrec", "resolve_dataset_path",
+    "CSRIndex", "ID_ONLY_MODELS", "check_in_channels", "require_modalities", "DataFormatError", "default_data_root", "describe", "load_mmrec",
+    "resolve_dataset_path",
     "INDUCED", "INDUCED_BY", "ITEM", "RATED_BY", "RATES", "USER", "has_induced_edges",
     "modality_features", "modality_names", "num_items", "num_users", "set_modality",
     "split_edge_index", "user_item_csr", "PAPER_SPLIT_SEEDS", "per_user_split", "resplit",

@@ -14,19 +14,12 @@ r"""Sparse adjacency helpers for LightGCN-style propagation.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-
-def _coalesced_csr(row: Tensor, col: Tensor, value: Tensor, shape) -> Tensor:
-    coo = torch.sparse_coo_tensor(torch.stack([row, col]), value, shape,
-                                  check_invariants=False).coalesce()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        return coo.to_sparse_csr()
+from ..graph.sparse import coalesced_csr
 
 
 def normalized_adjacency(
@@ -67,7 +60,7 @@ def normalized_adjacency(
     dis = deg.pow(-0.5)
     dis.masked_fill_(torch.isinf(dis), 0.0)
     value = dis[row] * edge_weight * dis[col]
-    return _coalesced_csr(row, col, value, (num_nodes, num_nodes))
+    return coalesced_csr(row, col, value, (num_nodes, num_nodes))
 
 
 def bipartite_normalized_adjacency(
@@ -125,7 +118,7 @@ def row_normalized(
     deg = torch.zeros(num_rows, dtype=dtype, device=device).scatter_add_(0, row, edge_weight)
     inv = deg.reciprocal()
     inv.masked_fill_(torch.isinf(inv), 0.0)
-    return _coalesced_csr(row, col, inv[row] * edge_weight, (num_rows, num_cols))
+    return coalesced_csr(row, col, inv[row] * edge_weight, (num_rows, num_cols))
 
 
 def transpose_csr(adj: Tensor) -> Tensor:
