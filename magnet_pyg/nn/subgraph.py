@@ -38,7 +38,7 @@ from .adjacency import sparse_mm
 from .indexing import gather_rows
 
 __all__ = ["VIEW_RELATIONS", "SampledBatch", "SampledGraph", "view_subgraph", "hop_levels",
-           "propagate_subgraph", "batch_embeddings", "propagate_batch", "encode_batch",
+           "propagate_subgraph", "propagation_orders", "batch_embeddings", "propagate_batch", "encode_batch",
            "unique_rows", "triple_rows"]
 
 #: relations (edge types, messages flow source -> destination) of each structural view
@@ -196,10 +196,10 @@ def hop_levels(num_nodes: int, edge_index: Tensor, seeds: Tensor, num_hops: int)
 
 
 # ----------------------------------------------------------------------------- propagation
-def _sorted_csr(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Order the entries of an ``[n, n]`` matrix by (row, col): ``(perm, row, col, value)``."""
-    perm = torch.argsort(row * n + col)
-    return perm, row[perm], col[perm], value[perm]
+def _order(row: Tensor, col: Tensor, n: int) -> Tensor:
+    """Permutation ordering the entries of an ``[n, n]`` matrix by (row, col), equal entries in
+    their given order (stable)."""
+    return torch.sort(row * n + col, stable=True)[1]
 
 
 def _csr(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
@@ -211,8 +211,38 @@ def _csr(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
         return torch.sparse_csr_tensor(crow, col, value, (n, n), check_invariants=False)
 
 
+def _layer_masks(num_nodes: int, edge_index: Tensor, seeds: Optional[Tensor],
+                 num_layers: int) -> List[Optional[Tensor]]:
+    """Per layer ``l``, the edges into nodes within ``L - l`` hops of the seeds (``None``: all
+    edges, also when every edge qualifies, as in layer 1 of a sampled ``L``-hop subgraph)."""
+    if seeds is None or num_layers <= 1:
+        return [None] * num_layers
+    # levels up to L - 1 decide every mask (nodes farther away are excluded from all of them)
+    dst_level = hop_levels(num_nodes, edge_index, seeds, num_layers - 1)[edge_index[1]]
+    masks: List[Optional[Tensor]] = []
+    for l in range(1, num_layers + 1):
+        m = dst_level <= num_layers - l
+        masks.append(None if bool(m.all()) else m)
+    return masks
+
+
+def propagation_orders(edge_index: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+    """``(forward, backward)`` entry orders of :func:`propagate_subgraph`'s sparse products:
+    by (destination, source) and by (source, destination). The orders of the first ``E'``
+    entries alone are the entries ``< E'`` of these, in the same order (a view whose edges
+    are a prefix of another's shares its orders, see :func:`encode_batch`)."""
+    src, dst = edge_index
+    forward = _order(dst, src, num_nodes)
+    # a stable sort of the forward order by source alone is the (source, destination) order
+    by_src = src[forward]
+    if num_nodes < 2 ** 31:
+        by_src = by_src.to(torch.int32)  # sorts faster than int64
+    return forward, forward[torch.sort(by_src, stable=True)[1]]
+
+
 def propagate_subgraph(conv, x: Tensor, edge_index: Tensor, edge_weight: Tensor, num_layers: int,
-                       seeds: Optional[Tensor] = None, spmm: bool = True) -> Tensor:
+                       seeds: Optional[Tensor] = None, spmm: bool = True,
+                       orders: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
     r"""LightGCN layers (Eq. 4) and layer mean (Eq. 5) on a sampled subgraph.
 
     Args:
@@ -227,25 +257,26 @@ def propagate_subgraph(conv, x: Tensor, edge_index: Tensor, edge_weight: Tensor,
         spmm: multiply with a per-layer CSR matrix (and its pre-built transpose in the
             backward pass, :func:`~magnet_pyg.nn.adjacency.sparse_mm`) instead of the
             gather-scatter of ``conv``; same result, several times faster on CPU.
+        orders: :func:`propagation_orders` of ``edge_index`` when already known.
 
     Returns:
         ``[N, d]`` :math:`\frac{1}{L+1}\sum_l \mathbf e^{(l)}` (exact on the seeds' rows).
     """
-    masks: List[Optional[Tensor]] = [None] * num_layers
-    if seeds is not None and num_layers > 1:
-        level = hop_levels(x.size(0), edge_index, seeds, num_layers)
-        dst_level = level[edge_index[1]]
-        masks = [dst_level <= num_layers - l for l in range(1, num_layers + 1)]
     n = x.size(0)
+    masks = _layer_masks(n, edge_index, seeds, num_layers)
     if spmm and num_layers > 0:
         src, dst = edge_index
-        p_f, r_f, c_f, v_f = _sorted_csr(dst, src, edge_weight, n)      # A[v, w]: messages w -> v
-        p_b, r_b, c_b, v_b = _sorted_csr(src, dst, edge_weight, n)      # A^T for the backward pass
+        p_f, p_b = orders if orders is not None else propagation_orders(edge_index, n)
+        r_f, c_f, v_f = dst[p_f], src[p_f], edge_weight[p_f]      # A[v, w]: messages w -> v
+        r_b, c_b, v_b = src[p_b], dst[p_b], edge_weight[p_b]      # A^T for the backward pass
+        full = None
     out = x
     for m in masks:
         if spmm:
             if m is None:
-                a, a_t = _csr(r_f, c_f, v_f, n), _csr(r_b, c_b, v_b, n)
+                if full is None:
+                    full = _csr(r_f, c_f, v_f, n), _csr(r_b, c_b, v_b, n)
+                a, a_t = full
             else:
                 kf, kb = m[p_f], m[p_b]
                 a, a_t = _csr(r_f[kf], c_f[kf], v_f[kf], n), _csr(r_b[kb], c_b[kb], v_b[kb], n)
@@ -288,7 +319,8 @@ def propagate_batch(x: Tensor, batch: SampledBatch, view: str, num_layers: int,
 def encode_batch(encoder, batch: SampledBatch, views: Sequence[str] = ("ui",), rescale: bool = True,
                  trim: bool = True) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     r"""Dual-view encoder (Eq. 4-6) of :class:`~magnet_pyg.nn.DualViewEncoder` on the sampled
-    subgraph of ``batch``.
+    subgraph of ``batch``. The observed view's edges are the first ones of the augmented
+    view's (:func:`view_subgraph`), so both views share one sort of their entries.
 
     Returns:
         ``(z, z_ui, z_uig)``, each ``[N_sub, d]`` in the local node space (users first, then
@@ -296,7 +328,17 @@ def encode_batch(encoder, batch: SampledBatch, views: Sequence[str] = ("ui",), r
     """
     x0 = batch_embeddings(encoder.embedding.weight, encoder.num_users, batch)
     conv = None if encoder.propagation == "spmm" else encoder.conv
-    zs = [propagate_batch(x0, batch, view, encoder.num_layers, rescale, trim, conv) for view in views]
+    seeds = batch.seeds() if trim else None
+    edges = [view_subgraph(batch.subgraph, view, rescale) for view in views]
+    orders: List[Optional[Tuple[Tensor, Tensor]]] = [None] * len(views)
+    if conv is None and len(views) == 2:
+        (ei_a, _), (ei_b, _) = edges
+        e = ei_a.size(1)
+        if ei_b.size(1) >= e and torch.equal(ei_b[:, :e], ei_a):
+            p_f, p_b = propagation_orders(ei_b, x0.size(0))
+            orders = [(p_f[p_f < e], p_b[p_b < e]), (p_f, p_b)]
+    zs = [propagate_subgraph(conv, x0, ei, w, encoder.num_layers, seeds, spmm=conv is None, orders=o)
+          for (ei, w), o in zip(edges, orders)]
     if len(zs) == 1:
         return zs[0], zs[0], None
     return 0.5 * (zs[0] + zs[1]), zs[0], zs[1]

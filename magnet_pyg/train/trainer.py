@@ -328,7 +328,7 @@ class Trainer:
 
     def _evaluation(self, model, data: HeteroData, graph: Any, source: BatchSource,
                     views: Optional[Tuple[str, ...]]) -> _Evaluation:
-        cfg, scale = self.config, self.scale or ScaleConfig()
+        cfg, scale = self.config, self._scale()
         evaluator = Evaluator(data, cfg.ks, cfg.eval_batch_size, cfg.mask_valid_in_test)
         if scale.inference_mode(model) == "layerwise":
             lw = graph.layerwise_graph() if source.sampled else LayerwiseGraph(data, views)
@@ -336,8 +336,11 @@ class Trainer:
         # full-graph inference; sampled training has no full graph yet: build the model's once
         return _Evaluation(evaluator, graph=model.prepare(data) if source.sampled else graph)
 
+    def _scale(self) -> ScaleConfig:
+        return self.scale or getattr(self.source, "scale", None) or ScaleConfig()
+
     def _fit(self, model, data: HeteroData, model_name: str) -> Dict[str, Any]:
-        cfg, scale = self.config, self.scale or ScaleConfig()
+        cfg, scale = self.config, self._scale()
         rank, world = world_info()
         lead = rank == 0
         device = rank_device(cfg.device, world)
