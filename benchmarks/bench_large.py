@@ -85,7 +85,7 @@ def main():
     args.threads = args.threads or os.cpu_count() or 1
     args.train_threads = args.train_threads or max(1, args.threads - args.workers)
     torch.set_num_threads(args.threads)
-    pre = PRESETS["electronics"]
+    pre = PRESETS["paper-electronics"]
     check_fanout(args.fanout, pre.layers)
     phases, t_start, load_start = {}, time.perf_counter(), os.getloadavg()
 
@@ -112,7 +112,7 @@ def main():
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
-    model = MAGNET.from_preset(num_users(data), num_items(data), dims, "electronics", view=args.view)
+    model = MAGNET.from_preset(num_users(data), num_items(data), dims, "paper-electronics", view=args.view)
     graph = prepare_sampled(model, data, args.fanout, num_workers=args.workers)
     sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), args.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)

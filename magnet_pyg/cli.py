@@ -14,6 +14,7 @@ import torch
 
 from .data import describe, load_dataset, num_items, num_users, resplit
 from .train import TrainConfig, Trainer
+from .train.process_group import world_info
 
 log = logging.getLogger("magnet_pyg")
 
@@ -157,6 +158,8 @@ def _magnet() -> ModelSpec:
                     warmup_epochs=0 if args.no_moe and args.warmup_epochs is None
                     else val("warmup_epochs", "warmup_epochs"))
         model = MAGNET(num_users(data), num_items(data), dims, **opts)  # validates before the kNN
+        if args.fanout is not None:
+            model.sampling_spec()  # options that rule sampled training out fail before the kNN too
         k, r = val("knn_k", "k"), val("expand_r", "r")
         if args.view == "dual":
             from .graph import add_induced_edges
@@ -566,6 +569,40 @@ def format_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: the model class behind each ``--model`` name (checked before any data is loaded)
+MODEL_CLASSES = {"bpr": "BPRMF", "lightgcn": "LightGCN", "magnet": "MAGNET", "freedom": "FREEDOM",
+                 "anchorrec": "AnchorRec", "crane": "CRANE", "recgoat": "RecGOAT"}
+
+
+def _scale_options(args: argparse.Namespace):
+    """The large-graph options (``--fanout``, ``--sampling-workers``, ``--chunk-size``,
+    ``--dist-backend``, torchrun's ``WORLD_SIZE``) as a ``ScaleConfig``, validated before
+    anything heavy; joins the process group of a ``torchrun`` launch. ``None`` when neither
+    sampling nor several processes are asked for."""
+    from . import models
+    from .train import ScaleConfig, check_device
+    from .train.process_group import check_world_size, env_world_size, init_distributed
+    from .train.sampled import check_sampling_backend
+    world = env_world_size()
+    check_device(args.device)
+    if args.fanout is not None:
+        sampled = [n for n, c in MODEL_CLASSES.items() if getattr(models, c).supports_sampled_training()]
+        if args.model not in sampled:
+            raise ValueError(f"--fanout (sampled training) supports --model {' / '.join(sampled)}, "
+                             f"not '{args.model}'")
+        check_sampling_backend()
+    try:
+        scale = ScaleConfig(fanout=args.fanout, sampling_workers=args.sampling_workers or 0,
+                            chunk_size=args.chunk_size, backend=args.dist_backend or "auto")
+    except ValueError as e:
+        raise ValueError(f"{e} (--fanout / --sampling-workers / --chunk-size)") from None
+    if world > 1:
+        if args.batch_size:  # the model's default batch is checked by the trainer
+            check_world_size(world, args.batch_size)
+        init_distributed(args.device, scale.backend)
+    return scale if args.fanout is not None or world > 1 else None
+
+
 def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -578,8 +615,7 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
                   finish=args.finish)
     TrainConfig(batch_size=args.batch_size or 1, lr=args.lr or 1.0, weight_decay=args.weight_decay or 0.0,
                 **common).validate()  # bad options fail before anything heavy starts
-    from .train.distributed import check_scale_options, make_trainer, world_info
-    scale = check_scale_options(args)  # fanout, world size, device; joins torchrun's process group
+    scale = _scale_options(args)  # fanout, world size, device; joins torchrun's process group
     data = load_dataset(args.data, seed=args.data_seed, drop_cold_start=not args.keep_cold_start,
                         modalities=args.modalities)
     if args.resplit_seed is not None:
@@ -593,7 +629,7 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
                       weight_decay=pick("weight_decay", 0.0), **common)
     extra = {"model_options": opts, "data": args.data, "data_seed": args.data_seed,
              "resplit_seed": args.resplit_seed, "dataset_stats": describe(data)}
-    results = make_trainer(cfg, extra, scale).fit(model, data, model_name=args.model)
+    results = Trainer(cfg, extra, scale=scale).fit(model, data, model_name=args.model)
     if world_info()[0] == 0:  # metrics once (rank 0 under torchrun)
         print(format_table(results))
         if args.out:

@@ -3,6 +3,8 @@ import copy
 
 import torch
 
+from .csr_index import CSRIndex
+from .modalities import ID_ONLY_MODELS, check_in_channels, require_modalities
 from .mmrec import DataFormatError, default_data_root, describe, load_mmrec, resolve_dataset_path
 from .idmap import IdMap, read_id_maps
 from .link_split import split_graph, split_graphs
@@ -45,7 +47,8 @@ def keep_modalities(data, modalities):
 
 
 __all__ = [
-    "DataFormatError", "default_data_root", "describe", "load_mmrec", "resolve_dataset_path",
+    "CSRIndex", "ID_ONLY_MODELS", "check_in_channels", "require_modalities", "DataFormatError", "default_data_root", "describe", "load_mmrec",
+    "resolve_dataset_path",
     "INDUCED", "INDUCED_BY", "ITEM", "RATED_BY", "RATES", "USER", "has_induced_edges",
     "modality_features", "modality_names", "num_items", "num_users", "set_modality",
     "set_modalities", "set_item_features", "split_graph", "split_graphs", "split_edge_index",

@@ -198,7 +198,7 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = "best.pt", device: str
     run_dir = Path(run_dir)
     res_path = run_dir / "results.json"
     if not res_path.exists():
-        raise FileNotFoundError(f"{res_path} not found: is '{run_dir}' a run folder (--out)?")
+        raise FileNotFoundError(f"{res_path} not found: is '{run_dir}' a run folder (a trainer's out_dir)?")
     results = json.loads(res_path.read_text())
     name = results.get("model")
     cfg = results.get("config", {})

@@ -100,7 +100,7 @@ class ExpertLayout:
         head = getattr(model, "head", model)
         if not hasattr(head, "expert_weights") or not hasattr(head, "router"):
             raise ValueError("routing statistics need MAGNET's triplet MoE head; this model has "
-                             f"{type(head).__name__} (a run trained with --no-moe has no routing)")
+                             f"{type(head).__name__} (a model without the MoE head, moe=False, has no routing)")
         weights = head.expert_weights().detach().float().cpu()
         labels = tuple(head.expert_labels())
         pool = getattr(head, "pool", None)
@@ -136,7 +136,7 @@ class ExpertLayout:
 
     def _need_structure(self) -> None:
         if not self.structured:
-            raise ValueError("free experts (a run trained with --free-experts) have no anchor "
+            raise ValueError("free experts (a model built with templates=False) have no anchor "
                              "group or family; only expert-level statistics are defined")
 
 

@@ -27,13 +27,7 @@ from torch_geometric.typing import SparseTensor
 #: entries above ``1 + NORMALIZED_ATOL`` mark an adjacency as not normalised
 NORMALIZED_ATOL = 1e-4
 
-
-def _coalesced_csr(row: Tensor, col: Tensor, value: Tensor, shape) -> Tensor:
-    coo = torch.sparse_coo_tensor(torch.stack([row, col]), value, shape,
-                                  check_invariants=False).coalesce()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        return coo.to_sparse_csr()
+from ..graph.sparse import coalesced_csr
 
 
 def normalized_adjacency(
@@ -74,7 +68,7 @@ def normalized_adjacency(
     dis = deg.pow(-0.5)
     dis.masked_fill_(torch.isinf(dis), 0.0)
     value = dis[row] * edge_weight * dis[col]
-    return _coalesced_csr(row, col, value, (num_nodes, num_nodes))
+    return coalesced_csr(row, col, value, (num_nodes, num_nodes))
 
 
 def bipartite_normalized_adjacency(
@@ -132,7 +126,7 @@ def row_normalized(
     deg = torch.zeros(num_rows, dtype=dtype, device=device).scatter_add_(0, row, edge_weight)
     inv = deg.reciprocal()
     inv.masked_fill_(torch.isinf(inv), 0.0)
-    return _coalesced_csr(row, col, inv[row] * edge_weight, (num_rows, num_cols))
+    return coalesced_csr(row, col, inv[row] * edge_weight, (num_rows, num_cols))
 
 
 def _describe(adj: Any) -> str:
