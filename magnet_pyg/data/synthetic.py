@@ -14,7 +14,7 @@ are then split per user 8:1:1 (:func:`~magnet_pyg.data.split.per_user_split`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Tuple
 
 import torch

@@ -17,7 +17,6 @@ r"""Sparse adjacency helpers for LightGCN-style propagation.
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Optional
 
 import torch
