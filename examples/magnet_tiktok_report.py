@@ -6,12 +6,17 @@ Trains MAGNET-DV and MAGNET-SV for a few epochs on the same data and seed (lambd
 both, as in the paper's Section 4.10 comparison) while a :class:`RoutingMonitor` records the
 per-pair routing statistics of every epoch, then writes into ``OUT/dual/report/``:
 
-* ``dynamics.png``: routing entropy / SpecScore, N_eff, lambda_cov / lambda_conf and the
-  decisiveness statistics per epoch, stage switch marked (paper Fig. 7/8);
-* ``usage.png``: expert usage, modality reliance, family proportions on the test split (Fig. 5);
-* ``dual_view.png``: DV-vs-SV N@20 gains by visibility and user-activity bucket (Fig. 6);
+* ``dynamics.png`` / ``.pdf``: routing entropy / SpecScore, N_eff, lambda_cov / lambda_conf
+  and the decisiveness statistics per epoch, stage switch marked (paper Fig. 7/8);
+* ``usage.png`` / ``.pdf``: expert usage, modality reliance, family proportions on the test
+  split (Fig. 5);
+* ``dual_view.png`` / ``.pdf``: NDCG@20 gains of the dual view (DV) over the single view (SV)
+  by visibility and user-activity bucket (Fig. 6);
 * ``report.json``: every number drawn;
-* ``explain_user<U>.json`` / ``.png``: one user's top-10 with its routing attribution (Fig. 14).
+* ``explain_user<U>.json`` / ``.png`` / ``.pdf``: one user's top-10 with its routing
+  attribution (Fig. 14).
+
+Each figure's caption defines the terms it shows (docs/figures.md lists them all).
 
 Both run folders are ordinary run folders, so the same report can be regenerated with
 ``magnet-pyg report --run OUT/dual --compare OUT/single`` and

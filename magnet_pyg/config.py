@@ -504,11 +504,13 @@ def load_run_config(path: Optional[Union[str, Path]] = None, overrides: Sequence
 
 # ----------------------------------------------------------------------------- building
 def build_run(run: RunConfig, data: Any, graph_cache: Optional[str] = None,
-              progress: bool = True) -> Tuple[Any, Any, RunConfig]:
+              progress: bool = True, sampled: bool = False) -> Tuple[Any, Any, RunConfig]:
     """``(model, data, run)``: a fresh model of ``run`` for ``data`` (built before anything
     slow, so that bad options fail first), ``data`` with what the model needs added (MAGNET's
     dual view: the content-induced edges, cached under ``graph_cache``), and ``run`` with the
-    options resolved against the data (MAGNET: ``switch_epoch`` turned into ``switch_at``)."""
+    options resolved against the data (MAGNET: ``switch_epoch`` turned into ``switch_at``).
+    ``sampled``: the run trains on neighbour-sampled subgraphs; options that rule this out fail
+    before the induced edges are built."""
     from .data import modality_features, num_items, num_users, split_edge_index
     from .models.magnet import MagnetConfig, resolve_switch_epoch
     entry = run.entry
@@ -518,6 +520,8 @@ def build_run(run: RunConfig, data: Any, graph_cache: Optional[str] = None,
         options = resolve_switch_epoch(options, steps)
     dims = {m: int(x.size(1)) for m, x in modality_features(data).items()}
     model = model_from_config(run.model, options, num_users(data), num_items(data), dims if entry.multimodal else None)
+    if sampled:
+        model.sampling_spec()
     if isinstance(options, MagnetConfig) and options.view == "dual":
         from .graph import add_induced_edges
         data = add_induced_edges(data, k=options.knn_k, r=options.expand_r, backend=options.knn_backend,

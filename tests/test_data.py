@@ -78,7 +78,8 @@ def test_synthetic_deterministic_and_split():
     for s in ("train", "valid", "test"):
         assert torch.equal(split_edge_index(a, s), split_edge_index(b, s))
     assert not torch.equal(split_edge_index(a, "train"), split_edge_index(c, "train"))
-    assert torch.equal(a["item"].x_image, b["item"].x_image)
+    assert torch.equal(a["item"].x, b["item"].x)
+    assert torch.equal(modality_features(a)["image"], modality_features(b)["image"])
     total = sum(split_edge_index(a, s).size(1) for s in ("train", "valid", "test"))
     assert total == 1600
     pairs = torch.cat([split_edge_index(a, s) for s in ("train", "valid", "test")], 1)

@@ -46,3 +46,4 @@ def test_magnet_tiktok_report_example(tiktok_path, tmp_path):
     assert "MAGNET-DV" in proc.stdout and "MAGNET-SV" in proc.stdout
     report = json.loads((out / "dual" / "report" / "report.json").read_text())
     assert report and (out / "dual" / "report" / "dynamics.png").exists()
+    assert (out / "dual" / "report" / "dynamics.pdf").exists()

@@ -15,8 +15,9 @@ from conftest import modality_dims
 
 from magnet_pyg.data import modality_features, num_items, num_users, split_edge_index
 from magnet_pyg.models.crane import CRANE, RecursiveCrossModalAttention
-from magnet_pyg.models.freedom import (FREEDOM, degree_edge_probability, degree_sensitive_prune,
-                                       item_graph_weights)
+from magnet_pyg.graph.item_graph import item_graph_weights
+from magnet_pyg.models.freedom import FREEDOM
+from magnet_pyg.nn.pruning import degree_edge_probability, degree_sensitive_prune
 
 #: MMRec ``src/configs/model/FREEDOM.yaml`` and ``src/configs/overall.yaml`` (tuned values: the grid)
 MMREC_FREEDOM = {"embedding_size": 64, "feat_embed_dim": 64, "knn_k": 10, "n_mm_layers": 1,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
-from magnet_pyg.data import INDUCED, INDUCED_BY, RATED_BY, RATES, set_modality
+from magnet_pyg.data import INDUCED, INDUCED_BY, RATED_BY, RATES, modality_features, set_modality
 from magnet_pyg.graph import (ANNParams, add_induced_edges, build_item_knn, expand_candidates,
                               induced_edges, item_similarity, knn_recall, knn_search,
                               knn_to_sparse, view_data, view_edge_index)
@@ -163,18 +163,19 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="k must be a positive"):
         knn_search(torch.randn(5, 2), 0, progress=False)
     bad = copy.copy(data)
-    x = data["item"].x_text.clone()
+    x = modality_features(data)["text"].clone()
     x[3, 1] = float("nan")
-    bad["item"].x_text = x
+    set_modality(bad, "text", x)
     with pytest.raises(ValueError, match=r"modality 'text'.*NaN or inf.*row 3"):
         induced_edges(bad, k=3, r=5, progress=False)
     x[3, 1] = float("inf")
+    set_modality(bad, "text", x)
     with pytest.raises(ValueError, match="modality 'text'"):
         induced_edges(bad, k=3, r=5, progress=False)
     short = copy.copy(data)
-    short["item"].x_text = data["item"].x_text[:-1]
-    short.modality_files = {"text": "/data/text_feat.npy"}
-    with pytest.raises(ValueError, match=r"modality 'text' \(/data/text_feat.npy\).*39 rows.*40 items"):
+    short["item"].x = data["item"].x[:-1]                  # a feature matrix one row short
+    short.modality_files = {"image": "/data/image_feat.npy"}
+    with pytest.raises(ValueError, match=r"modality 'image' \(/data/image_feat.npy\).*39 rows.*40 items"):
         induced_edges(short, k=3, r=5, progress=False)
     none = copy.copy(data)
     none.modalities = []
@@ -184,9 +185,9 @@ def test_bad_input_errors():
 
 def test_zero_norm_rows_no_nan(caplog):
     data = small_graph(dims=(6, 6))
-    x = data["item"].x_image.clone()
+    x = modality_features(data)["image"].clone()
     x[[0, 4, 8]] = 0
-    data["item"].x_image = x
+    set_modality(data, "image", x)
     with caplog.at_level(logging.WARNING, logger="magnet_pyg.graph.knn"):
         out = add_induced_edges(data, k=4, r=8, backend="torch", progress=False)
     assert "modality 'image': 3 of 40 items have a zero-norm" in caplog.text
@@ -271,9 +272,9 @@ def test_cache_hit_miss_and_atomic_writes(tmp_path, monkeypatch, caplog):
     monkeypatch.undo()
 
     changed = copy.copy(data)                                      # one feature value changed
-    x = data["item"].x_text.clone()
+    x = modality_features(data)["text"].clone()
     x[0, 0] += 1e-3
-    changed["item"].x_text = x
+    set_modality(changed, "text", x)
     c = induced_edges(changed, k=4, r=6, backend="torch", cache_dir=tmp_path, progress=False)
     assert not c["info"]["cache_hit"]
     for kw in ({"k": 5, "r": 6}, {"k": 4, "r": 7}):                # k or r changed

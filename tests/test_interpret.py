@@ -219,8 +219,10 @@ def test_report_files_and_figures_equal_json(runs, capsys):
     assert cli_main(["report", "--run", str(runs["a"]), "--compare", str(runs["b"]),
                      "--split", "test", "--threads", "1"]) == 0
     rep_dir = runs["a"] / "report"
-    for f in ("report.json", "dynamics.png", "usage.png", "dual_view.png"):
+    for f in ("report.json", "dynamics.png", "usage.png", "dual_view.png", "dynamics.pdf",
+              "usage.pdf", "dual_view.pdf"):
         assert (rep_dir / f).stat().st_size > 0
+    assert (rep_dir / "usage.pdf").read_bytes()[:5] == b"%PDF-"
     rep = json.loads((rep_dir / "report.json").read_text())
     assert "N_eff" in capsys.readouterr().out
 
@@ -238,11 +240,12 @@ def test_report_files_and_figures_equal_json(runs, capsys):
     dyn = rep["dynamics"]
     fig = dynamics_figure(dyn)
     lines = {ln.get_label(): ln for ax in fig.axes for ln in ax.get_lines()}
-    for label, key in ((r"normalised entropy $\tilde H$ (epoch mean)", "entropy_norm"),
-                       (r"SpecScore $1-\tilde H$", "spec_score"),
-                       (r"$\lambda_{cov}$ (coverage, stage 1)", "lambda_cov"),
-                       (r"$\lambda_{conf}$ (confidence, stage 2)", "lambda_conf"),
-                       ("MaxLoad share", "max_load"), ("concentration (normalised HHI)", "hhi_norm")):
+    for label, key in ((r"normalised routing entropy $\tilde H$ (epoch mean)", "entropy_norm"),
+                       (r"SpecScore $1-\tilde H$ (epoch mean)", "spec_score"),
+                       (r"$\lambda_{cov}$: coverage loss weight (stage 1)", "lambda_cov"),
+                       (r"$\lambda_{conf}$: confidence loss weight (stage 2)", "lambda_conf"),
+                       ("MaxLoad share: largest expert's routing mass", "max_load"),
+                       ("concentration: normalised HHI", "hhi_norm")):
         assert list(lines[label].get_xdata()) == dyn["epoch"]
         assert _same(dyn[key], list(lines[label].get_ydata()))
     if dyn["switch"]["position"] is not None:
@@ -278,6 +281,8 @@ def test_explain_cli_and_heatmap_equals_json(runs, capsys):
     assert "user 7" in text and "group x family" in text
     d = json.loads((runs["a"] / "report" / "explain_user7.json").read_text())
     assert (runs["a"] / "report" / "explain_user7.png").stat().st_size > 0
+    assert (runs["a"] / "report" / "explain_user7.pdf").stat().st_size > 0
+    assert d["files"]["figure_pdf"] == str(runs["a"] / "report" / "explain_user7.pdf")
     assert len(d["items"]) == 5 and [a["rank"] for a in d["items"]] == [1, 2, 3, 4, 5]
     fig = explain_figure(d)
     heat, bars, contrib = fig.axes[0], fig.axes[1], fig.axes[2]

@@ -16,8 +16,10 @@ from magnet_pyg.cli import main
 from magnet_pyg.data import modality_features, num_items, num_users, split_edge_index, synthetic
 from magnet_pyg.models.anchorrec import AnchorRec, anchor_feature
 from magnet_pyg.models.crane import CRANE, RecursiveCrossModalAttention
-from magnet_pyg.models.freedom import (FREEDOM, degree_edge_probability, knn_edge_index,
-                                       knn_normalized_adjacency, require_modalities)
+from magnet_pyg.data.modalities import require_modalities
+from magnet_pyg.graph.item_graph import knn_edge_index, knn_normalized_adjacency
+from magnet_pyg.models.freedom import FREEDOM
+from magnet_pyg.nn.pruning import degree_edge_probability
 from magnet_pyg.models.recgoat import RecGOAT, sinkhorn, transport_cost
 from magnet_pyg.train import TrainConfig, Trainer
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch_geometric.data import HeteroData
 
-from .schema import ITEM, USER, set_modality, set_split_edges
+from .schema import ITEM, USER, set_modalities, set_split_edges
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +427,7 @@ def load_mmrec(
 
     found = find_modalities(folder)
     wanted = list(found) if modalities is None else list(modalities)
+    features = {}
     for m in wanted:
         if m == "" and m in found:
             raise DataFormatError(f"{found[m]}: the modality name is empty: name the file "
@@ -434,7 +435,9 @@ def load_mmrec(
         if m not in found:
             raise DataFormatError(f"{folder}: modality '{m}' requested but {m}_feat.npy is missing "
                                   f"(found: {sorted(found)})")
-        set_modality(data, m, read_features(found[m], n_items))
+        features[m] = read_features(found[m], n_items)
+    set_modalities(data, features)  # one [I, sum d] data["item"].x, modalities are views of it
+    del features
     log.info("loaded %s: %d users, %d items, %d/%d/%d train/valid/test, modalities %s", name,
              n_users, n_items, int(tr.sum()), data.valid_edge_index.size(1),
              data.test_edge_index.size(1), wanted)

@@ -7,20 +7,21 @@ draws its interactions without replacement from
 catalogues and over a popularity + uniform candidate pool for large ones. Each content
 modality ``m`` is a random linear image of the item factors plus Gaussian noise of its
 own level, ``x^m = V P_m + \sigma_m \varepsilon``, so the modalities carry the
-collaborative signal with different reliability. The interactions are then split per
-user 8:1:1 (:func:`~magnet_pyg.data.split.per_user_split`).
+collaborative signal with different reliability; they are written block by block into
+one ``[n_i, sum_m d_m]`` matrix ``data["item"].x`` (see :mod:`.schema`). The interactions
+are then split per user 8:1:1 (:func:`~magnet_pyg.data.split.per_user_split`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Tuple
 
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from .schema import ITEM, USER, set_modality, set_split_edges
+from .schema import ITEM, USER, set_item_features, set_split_edges
 from .split import per_user_split
 
 
@@ -124,11 +125,21 @@ def synthetic(spec: SyntheticSpec | str = "small", seed: int = 0, name: str | No
     data.modalities = []
     train, valid, test = per_user_split(edges, n_u, seed)
     set_split_edges(data, train, valid, test)
-    for m, dim, noise in spec.modalities:
-        P = torch.randn(f, dim, generator=g) / math.sqrt(f)
-        x = V @ P
-        x += noise * torch.randn(n_i, dim, generator=g)
-        set_modality(data, m, x)
+    dims = {m: dim for m, dim, _ in spec.modalities}
+    if dims:  # written block by block into one [I, sum d] matrix (data["item"].x)
+        x_all = None if len(dims) == 1 else torch.empty(n_i, sum(dims.values()))
+        start = 0
+        for m, dim, noise in spec.modalities:
+            P = torch.randn(f, dim, generator=g) / math.sqrt(f)
+            x = V @ P
+            x += noise * torch.randn(n_i, dim, generator=g)
+            if x_all is None:
+                x_all = x
+            else:
+                x_all[:, start:start + dim] = x
+            start += dim
+            del x
+        set_item_features(data, x_all, dims)
     data.latent_user = U  # ground truth, for analyses and tests
     data.latent_item = V
     return data

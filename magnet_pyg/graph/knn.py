@@ -65,7 +65,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
-from ..data.schema import ITEM, modality_names, num_items
+from ..data.schema import modality_features, modality_names, num_items
 from .cache import cache_file, digest, load_cached, save_atomic
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ TIE_MARGIN = 16
 
 __all__ = ["BACKENDS", "APPROXIMATE", "EXACT_LIMIT", "ANNParams", "resolve_backend",
            "check_features", "knn_search", "knn_to_sparse", "item_knn", "knn_recall",
-           "KNNGraph", "knn_cache_key", "build_item_knn", "checked_modalities"]
+           "KNNGraph", "knn_cache_key", "build_item_knn", "checked_modalities", "check_k",
+           "resolve_backend_for", "knn_graphs"]
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,9 @@ def check_features(x: Tensor, name: str = "features", num_items: Optional[int] =
     return x, norm
 
 
-def _check_k(k: int, n: int, name: str) -> None:
+def check_k(k: int, n: int, name: str) -> None:
+    """Refuse a kNN size ``k`` that is not a positive integer below the item count ``n``
+    (the message names the modality ``name``)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r} (modality '{name}')")
     if k >= n:
@@ -417,7 +420,7 @@ def _search(x: Tensor, norm: Tensor, k: int, backend: str, ann: Optional[ANNPara
             exact_limit: float) -> Tuple[Tensor, Tensor]:
     """:func:`knn_search` on features already checked by :func:`check_features`."""
     n = x.size(0)
-    _check_k(k, n, name)
+    check_k(k, n, name)
     ann = ann or ANNParams()
     be = resolve_backend(backend, n, x.size(1), exact_limit)
     desc = f"kNN {name} ({be})"
@@ -499,7 +502,8 @@ def knn_cache_key(x: Tensor, k: int, backend: str, ann: Optional[ANNParams] = No
     return digest("knn", x, int(k), backend, ann_part, _device_tag(backend, device))
 
 
-def _resolve_for(x: Tensor, backend: str, exact_limit: float) -> str:
+def resolve_backend_for(x: Tensor, backend: str, exact_limit: float = EXACT_LIMIT) -> str:
+    """:func:`resolve_backend` for the feature matrix ``x`` (``[N, d]``)."""
     return resolve_backend(backend, x.size(0), x.size(1) if x.dim() == 2 else 0, exact_limit)
 
 
@@ -526,8 +530,8 @@ def build_item_knn(data: HeteroData, k: int, backend: str = "auto",
     """
     feats = checked_modalities(data, modalities)
     for name in feats:
-        _check_k(k, num_items(data), name)
-    return _build_knn(feats, k, backend, ann, cache_dir, recall_sample, device, progress,
+        check_k(k, num_items(data), name)
+    return knn_graphs(feats, k, backend, ann, cache_dir, recall_sample, device, progress,
                       exact_limit)
 
 
@@ -541,23 +545,27 @@ def checked_modalities(data: HeteroData, modalities: Optional[Sequence[str]] = N
                          "item kNN needs item features")
     n = num_items(data)
     files = getattr(data, "modality_files", None) or {}
+    feats = modality_features(data)
     out = {}
     for name in names:
-        if f"x_{name}" not in data[ITEM]:
-            raise ValueError(f"modality '{name}' not found: data['item'] has no 'x_{name}'")
-        out[name] = check_features(data[ITEM][f"x_{name}"], name, n,
+        if name not in feats:
+            raise ValueError(f"modality '{name}' not found: the data has the modalities {list(feats)}")
+        out[name] = check_features(feats[name], name, n,
                                    str(files[name]) if name in files else None)
     return out
 
 
-def _build_knn(feats: Dict[str, Tuple[Tensor, Tensor]], k: int, backend: str,
-               ann: Optional[ANNParams], cache_dir: Optional[Union[str, Path]],
-               recall_sample: int, device, progress: bool,
-               exact_limit: float) -> Dict[str, KNNGraph]:
+def knn_graphs(feats: Dict[str, Tuple[Tensor, Tensor]], k: int, backend: str = "auto",
+               ann: Optional[ANNParams] = None, cache_dir: Optional[Union[str, Path]] = None,
+               recall_sample: int = 2000, device=None, progress: bool = True,
+               exact_limit: float = EXACT_LIMIT) -> Dict[str, KNNGraph]:
+    """:class:`KNNGraph` per modality of already validated ``{name: (x, norm)}`` features
+    (:func:`checked_modalities`), loaded from or written to the cache under ``cache_dir``; the
+    arguments are those of :func:`build_item_knn`."""
     out: Dict[str, KNNGraph] = {}
     for name, (x, norm) in feats.items():
         n = x.size(0)
-        be = _resolve_for(x, backend, exact_limit)
+        be = resolve_backend_for(x, backend, exact_limit)
         path = None
         if cache_dir is not None:
             path = cache_file(cache_dir, f"knn-{name}", knn_cache_key(x, k, be, ann, device))

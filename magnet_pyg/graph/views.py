@@ -28,8 +28,8 @@ from ..data.schema import (INDUCED, INDUCED_BY, RATED_BY, RATES, modality_names,
                            num_users, split_edge_index)
 from .cache import cache_file, digest, load_cached, save_atomic
 from .expansion import check_r, expand_candidates, item_similarity
-from .knn import (EXACT_LIMIT, ANNParams, _build_knn, _check_k, _resolve_for, checked_modalities,
-                  knn_cache_key)
+from .knn import (EXACT_LIMIT, ANNParams, check_k, checked_modalities, knn_cache_key, knn_graphs,
+                  resolve_backend_for)
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,13 @@ def induced_edges(data: HeteroData, k: int, r: int, backend: str = "auto",
     n_u, n_i = num_users(data), num_items(data)
     names = list(modalities) if modalities is not None else modality_names(data)
     for name in names:
-        _check_k(k, n_i, name)
+        check_k(k, n_i, name)
     check_r(r, n_i)
     checked = checked_modalities(data, names)          # validated once (errors name the modality)
     names = list(checked)
     feats = {m: xn[0] for m, xn in checked.items()}
     train = split_edge_index(data, "train")
-    backends = {m: _resolve_for(x, backend, exact_limit) for m, x in feats.items()}
+    backends = {m: resolve_backend_for(x, backend, exact_limit) for m, x in feats.items()}
     seconds: Dict[str, float] = {}
     path = None
     if cache_dir is not None:
@@ -90,7 +90,7 @@ def induced_edges(data: HeteroData, k: int, r: int, backend: str = "auto",
             return {"edge_index": hit["edge_index"], "edge_weight": hit["edge_weight"], "info": info}
 
     t = time.perf_counter()
-    knn = _build_knn(checked, k, backend, ann, cache_dir, recall_sample, device, progress,
+    knn = knn_graphs(checked, k, backend, ann, cache_dir, recall_sample, device, progress,
                      exact_limit)
     seconds["knn"] = time.perf_counter() - t
     t = time.perf_counter()

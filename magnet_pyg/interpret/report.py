@@ -5,23 +5,25 @@ r"""Write the routing report of a MAGNET run, and explain one user's recommendat
 * ``report.json``: every number drawn, in sections ``dynamics`` (:func:`epoch_dynamics`),
   ``routing`` (:func:`split_routing_statistics`) and, with a comparison run, ``dual_view``
   (:func:`dual_view_gains`), plus ``run`` metadata;
-* ``dynamics.png`` (Fig. 7/8 analogue), ``usage.png`` (Fig. 5), ``dual_view.png`` (Fig. 6).
+* ``dynamics`` (Fig. 7/8 analogue), ``usage`` (Fig. 5), ``dual_view`` (Fig. 6), each as
+  ``.png`` and ``.pdf`` (``formats``, default :data:`~magnet_pyg.interpret.figures.FORMATS`).
 
-:func:`write_explanation` writes ``explain_user<U>.json`` / ``.png`` (Fig. 14 analogue).
+:func:`write_explanation` writes ``explain_user<U>.json`` and its figure (Fig. 14 analogue).
 
 Each figure is drawn from the JSON text after a round trip (``json.loads(json.dumps(...))``),
-so the PNG shows exactly the numbers in the file.
+so the figure shows exactly the numbers in the file; its caption defines every term it
+shows (see ``docs/figures.md``).
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .attribution import explain_user
 from .buckets import dual_view_gains
-from .figures import dual_view_figure, dynamics_figure, explain_figure, save, usage_figure
+from .figures import FORMATS, check_formats, dual_view_figure, dynamics_figure, explain_figure, save, usage_figure
 from .run import RunContext, load_run
 from .statistics import epoch_dynamics, split_routing_statistics
 
@@ -99,10 +101,21 @@ def build_report(run: RunLike, compare: Optional[RunLike] = None, split: str = "
     return _roundtrip(rep)
 
 
+def _save(fig, path: Path, name: str, files: Dict[str, str], formats: Sequence[str]) -> None:
+    """Write ``fig`` in ``formats``; ``files[name]`` is the first file, ``files[name_<fmt>]``
+    each further one."""
+    for i, written in enumerate(save(fig, path, formats)):
+        files[name if i == 0 else f"{name}_{written.suffix.lstrip('.')}"] = str(written)
+
+
 def write_report(run: RunLike, compare: Optional[RunLike] = None, split: str = "test",
-                 out_dir: Optional[Union[str, Path]] = None, k: int = 20) -> Dict[str, Any]:
-    """:func:`build_report`, then write ``report.json`` and the PNGs into ``out_dir``
-    (default ``RUN/report``). Returns the report dict with ``files`` (written paths)."""
+                 out_dir: Optional[Union[str, Path]] = None, k: int = 20,
+                 formats: Sequence[str] = FORMATS) -> Dict[str, Any]:
+    """:func:`build_report`, then write ``report.json`` and the figures (one file per format
+    of ``formats``) into ``out_dir`` (default ``RUN/report``). Returns the report dict with
+    ``files`` (written paths: ``files["usage"]`` is the first format, ``files["usage_pdf"]``
+    and so on the others)."""
+    formats = check_formats(formats)
     ctx = _ctx(run)
     rep = build_report(ctx, compare, split, k)
     if out_dir is None:
@@ -114,14 +127,11 @@ def write_report(run: RunLike, compare: Optional[RunLike] = None, split: str = "
     files: Dict[str, str] = {"json": str(out / "report.json")}
     name = rep["run"].get("dataset") or ""
     if "dynamics" in rep:
-        save(dynamics_figure(rep["dynamics"], f"MAGNET routing dynamics over training ({name})"),
-             out / "dynamics.png")
-        files["dynamics"] = str(out / "dynamics.png")
-    save(usage_figure(rep["routing"]), out / "usage.png")
-    files["usage"] = str(out / "usage.png")
+        _save(dynamics_figure(rep["dynamics"], f"MAGNET routing dynamics over training ({name})"),
+              out / "dynamics", "dynamics", files, formats)
+    _save(usage_figure(rep["routing"]), out / "usage", "usage", files, formats)
     if "dual_view" in rep:
-        save(dual_view_figure(rep["dual_view"]), out / "dual_view.png")
-        files["dual_view"] = str(out / "dual_view.png")
+        _save(dual_view_figure(rep["dual_view"]), out / "dual_view", "dual_view", files, formats)
     rep["files"] = files
     (out / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
     return rep
@@ -159,9 +169,12 @@ def format_explanation(d: Dict[str, Any]) -> str:
 
 def write_explanation(run: RunLike, user: int, top_n: int = 10,
                       items: Optional[List[int]] = None,
-                      out_dir: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
-    """:func:`explain_user` for a run, written as ``explain_user<U>.json`` / ``.png`` into
-    ``out_dir`` (default ``RUN/report``). Returns the dict with ``files``."""
+                      out_dir: Optional[Union[str, Path]] = None,
+                      formats: Sequence[str] = FORMATS) -> Dict[str, Any]:
+    """:func:`explain_user` for a run, written as ``explain_user<U>.json`` and its figure (one
+    file per format of ``formats``) into ``out_dir`` (default ``RUN/report``). Returns the dict
+    with ``files`` (``files["figure"]`` the first format, ``files["figure_pdf"]`` ...)."""
+    formats = check_formats(formats)
     ctx = _ctx(run)
     d = _roundtrip(explain_user(ctx.model, ctx.data, user, top_n, state=ctx.state, items=items))
     if out_dir is None:
@@ -172,7 +185,7 @@ def write_explanation(run: RunLike, user: int, top_n: int = 10,
     out.mkdir(parents=True, exist_ok=True)
     stem = f"explain_user{int(user)}" + ("" if items is None else
                                          "_items" + "-".join(str(int(i)) for i in items[:5]))
-    save(explain_figure(d), out / f"{stem}.png")
-    d["files"] = {"json": str(out / f"{stem}.json"), "figure": str(out / f"{stem}.png")}
+    d["files"] = {"json": str(out / f"{stem}.json")}
+    _save(explain_figure(d), out / stem, "figure", d["files"], formats)
     (out / f"{stem}.json").write_text(json.dumps(d, indent=2) + "\n")
     return d

@@ -8,6 +8,11 @@ both recorded layouts), the data is re-loaded (checked against the recorded ``da
 the model and the induced edges of a dual-view run are rebuilt exactly as for training
 (:func:`~magnet_pyg.config.build_run`, the edges possibly read from the graph cache), and the
 selected checkpoint is loaded.
+
+Raw IDs: when the run's data folder holds the ID maps ``u_id_mapping.csv`` and
+``i_id_mapping.csv`` (written by :func:`~magnet_pyg.data.prepare_dataset`, and shipped with
+MMRec's own folders), :meth:`RunContext.recommend` takes raw user IDs and returns raw item
+IDs; ``internal_ids=True`` keeps the dataset's indices.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class RunContext:
     results: Dict[str, Any]
     run_dir: Optional[Path] = None
     _state: Any = field(default=None, repr=False)
+    _id_maps: Any = field(default=False, repr=False)
 
     @property
     def state(self) -> Any:
@@ -50,6 +56,29 @@ class RunContext:
     def model_options(self) -> Dict[str, Any]:
         return self.config.get("model_options", {})
 
+    @property
+    def data_dir(self) -> Optional[Path]:
+        """The dataset folder of the run (``None`` for synthetic or in-memory data)."""
+        from ..data import resolve_dataset_path
+        name = self.config.get("data")
+        if not name or str(name) == "synthetic" or str(name).startswith("synthetic-"):
+            return None
+        try:
+            return resolve_dataset_path(name)
+        except FileNotFoundError:
+            return None
+
+    @property
+    def id_maps(self):
+        """``{"user": IdMap, "item": IdMap}`` read from the data folder's
+        ``u_id_mapping.csv`` / ``i_id_mapping.csv``, or ``None`` when it has none."""
+        if self._id_maps is False:
+            from ..data import num_items, num_users, read_id_maps
+            folder = self.data_dir
+            self._id_maps = None if folder is None else \
+                read_id_maps(folder, num_users(self.data), num_items(self.data))
+        return self._id_maps
+
     def score_fn(self):
         """``users -> [B, I]`` full-ranking scores (evaluation mode)."""
         model, state = self.model, self.state
@@ -65,16 +94,27 @@ class RunContext:
                 model.train(was)
         return fn
 
-    def recommend(self, users, k: int = 20, exclude_seen: bool = True):
+    def recommend(self, users, k: int = 20, exclude_seen: bool = True, internal_ids: bool = False):
         """Top-``k`` items of each user: ``(items [B, k], scores [B, k])``, best first.
 
         Args:
-            users: user indices (an int, a list or a ``[B]`` tensor).
+            users: raw user IDs when the run's data has ID maps (:attr:`id_maps`) and
+                ``internal_ids`` is off (compared as text); otherwise user indices (an int, a
+                list or a ``[B]`` tensor).
             k: list length (at most the number of items).
             exclude_seen: leave out the user's training items (as the evaluator does).
+            internal_ids: use the dataset's user and item indices even when ID maps exist.
+
+        Returns:
+            ``items``: raw item IDs (a ``str`` array) with ID maps, else an index tensor;
+            ``scores``: a tensor.
         """
         from ..data import num_items, num_users, split_edge_index
         from ..evaluate.ranking import CSRIndex, masked_scores
+        maps = None if internal_ids else self.id_maps
+        if maps is not None:
+            raw = [users] if isinstance(users, (str, int)) else list(users)
+            users = maps["user"].to_index(raw)
         users = torch.as_tensor(users, dtype=torch.long).view(-1)
         U, I = num_users(self.data), num_items(self.data)
         bad = users[(users < 0) | (users >= U)]
@@ -85,7 +125,10 @@ class RunContext:
         exclude = [CSRIndex(split_edge_index(self.data, "train"), U)] if exclude_seen else []
         scores = masked_scores(self.score_fn(), users, exclude)
         top = scores.topk(k, dim=1)
-        return top.indices.cpu(), top.values.cpu()
+        items = top.indices.cpu()
+        if maps is not None:
+            return maps["item"].to_raw(items.numpy()), top.values.cpu()
+        return items, top.values.cpu()
 
     def embeddings(self) -> Dict[str, torch.Tensor]:
         """The arrays a run exports: ``user`` ``[U, d]`` and ``item`` ``[I, d]`` embeddings whose
@@ -142,7 +185,7 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = "best.pt", device: str
     run_dir = Path(run_dir)
     res_path = run_dir / "results.json"
     if not res_path.exists():
-        raise FileNotFoundError(f"{res_path} not found: is '{run_dir}' a run folder (--out)?")
+        raise FileNotFoundError(f"{res_path} not found: is '{run_dir}' a run folder (a trainer's out_dir)?")
     results = json.loads(res_path.read_text())
     cfg = results.get("config", {})
     if cfg.get("data") is None:

@@ -14,13 +14,16 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from ..data.modalities import check_in_channels, require_modalities
 from ..data.schema import num_items, num_users, split_edge_index
-from ..nn.adjacency import _coalesced_csr, bipartite_normalized_adjacency, sparse_mm, transpose_csr
+from ..graph.item_graph import knn_edge_index
+from ..graph.sparse import coalesced_csr
+from ..nn.adjacency import bipartite_normalized_adjacency, sparse_mm, transpose_csr
 from ..nn.dual_view import DualViewEncoder
 from ..nn.losses import bpr_loss, embedding_l2
+from ..nn.pruning import degree_edge_probability
 from .base import Logs, Recommender, dot_score
 from .config import model_config
-from .freedom import check_in_channels, degree_edge_probability, knn_edge_index, require_modalities
 
 __all__ = ["AnchorRec", "AnchorGraph", "anchor_feature", "weighted_knn_adjacency", "text_role"]
 
@@ -72,7 +75,7 @@ def weighted_knn_adjacency(x: Tensor, k: int) -> Tuple[Tensor, Tensor, Tensor]:
     deg = torch.zeros(n, device=x.device, dtype=w.dtype).scatter_add_(0, ei[0], w)
     dis = deg.clamp_min(0).pow(-0.5).masked_fill_(deg <= 0, 0.0)
     value = dis[ei[0]] * w * dis[ei[1]]
-    return _coalesced_csr(ei[0], ei[1], value, (n, n)), ei, value
+    return coalesced_csr(ei[0], ei[1], value, (n, n)), ei, value
 
 
 @dataclass
@@ -201,6 +204,8 @@ class AnchorRec(Recommender):
     """
 
     default_patience = 20
+    sampling_unsupported_reason = ("its modality views propagate over whole item kNN graphs and its "
+                                   "alignment and smoothness losses read the full-graph representations")
     #: training defaults used by the CLI (``--lr`` / ``--batch-size`` override them)
     default_train = {"lr": 1e-3, "batch_size": 2048}
 
@@ -311,7 +316,7 @@ class AnchorRec(Recommender):
         for k, x in keyed.items():
             graphs[k], e, w = weighted_knn_adjacency(x, self.knn_k)
             edges[k] = (e, w)
-        ui = _coalesced_csr(ei[0], ei[1], degree_edge_probability(ei, U, I).to(device), (U, I))
+        ui = coalesced_csr(ei[0], ei[1], degree_edge_probability(ei, U, I).to(device), (U, I))
         return AnchorGraph(adj=bipartite_normalized_adjacency(ei, U, I), user_item=ui,
                            item_user=transpose_csr(ui), features=keyed, item_graphs=graphs,
                            item_graphs_t={k: transpose_csr(s) for k, s in graphs.items()},

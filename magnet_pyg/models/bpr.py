@@ -22,6 +22,8 @@ class BPRMF(Recommender):
     """
 
     default_patience = 20
+    sampling_unsupported_reason = ("it propagates over no graph: its loss reads only the batch's own "
+                                   "embedding rows, which costs a full-graph step no more")
 
     def __init__(self, num_users: int, num_items: int, embedding_dim: int = 64, reg_weight: float = 1e-4):
         super().__init__()

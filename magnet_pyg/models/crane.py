@@ -23,14 +23,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from ..data.modalities import check_in_channels, require_modalities
 from ..data.schema import num_items, num_users, split_edge_index, user_item_csr
+from ..graph.item_graph import item_graph_weights, modality_item_graph
 from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized, sparse_mm, transpose_csr
 from ..nn.dual_view import DualViewEncoder
+from ..nn.feature_tables import FeatureTables
+from ..nn.init import xavier_user_item_
 from ..nn.losses import triple_embedding_l2, bpr_loss, view_infonce
+from ..nn.pruning import degree_edge_probability, degree_sensitive_prune
 from .base import Logs, Recommender, dot_score
 from .config import model_config
-from .freedom import (FeatureTables, check_in_channels, degree_edge_probability, degree_sensitive_prune,
-                      item_graph_weights, modality_item_graph, require_modalities, xavier_user_item_)
 
 __all__ = ["CRANE", "CraneGraph", "RecursiveCrossModalAttention"]
 
@@ -134,7 +137,7 @@ class CRANE(Recommender):
     r"""CRANE: recursive cross-modal attention and dual (user-item + item-item) graph learning.
 
     * **Features**: the raw item features :math:`\mathbf x^m_i`, fine-tuned during training as
-      in the public code (``finetune_features``, :class:`~magnet_pyg.models.freedom.FeatureTables`)
+      in the public code (``finetune_features``, :class:`~magnet_pyg.nn.feature_tables.FeatureTables`)
       and, with ``normalize_features`` (default), row-L2-normalised in every forward pass.
     * **User multimodal profiles** (paper): :math:`\mathbf x^m_u = \sum_{i\in\mathcal N_u}\mathbf x^m_i`
       over the training items (``profile="sum"``, the paper's choice; ``"mean"`` is available).
@@ -147,11 +150,11 @@ class CRANE(Recommender):
       ID embeddings, :math:`\mathbf e_u, \mathbf e_i`. In training it runs on this epoch's
       **degree-sensitively pruned** graph (public code = FREEDOM: before every epoch keep
       :math:`\lfloor(1-\rho)|\mathcal E|\rfloor` edges sampled :math:`\propto 1/\sqrt{d_u d_i}`,
-      ``edge_dropout`` :math:`\rho` = 0.8, :func:`~magnet_pyg.models.freedom.degree_sensitive_prune`);
+      ``edge_dropout`` :math:`\rho` = 0.8, :func:`~magnet_pyg.nn.pruning.degree_sensitive_prune`);
       inference uses the full graph.
     * **Semantic view** (:math:`\mathcal G_{II}`, ``num_ii_layers`` = 1): the frozen item-item kNN
       graph of the raw features (public code = FREEDOM: :math:`S = \sum_m w_m S^m`, ``knn_k`` =
-      10, weights 0.1 image / rest shared, :func:`~magnet_pyg.models.freedom.item_graph_weights`),
+      10, weights 0.1 image / rest shared, :func:`~magnet_pyg.graph.item_graph.item_graph_weights`),
       :math:`\mathbf h_i = (S^{L}\mathbf s_I)_i`; users keep their refined profile,
       :math:`\mathbf h_u = \mathbf s_u`. With ``id_on_item_graph`` the layer-0 item ID
       embeddings are propagated over :math:`\mathcal G_{II}` too (as FREEDOM; off, as the
@@ -214,6 +217,8 @@ class CRANE(Recommender):
     """
 
     default_patience = 20
+    sampling_unsupported_reason = ("its user profiles, item-item graph and degree-sensitive pruning "
+                                   "(a new whole-graph draw every epoch) are defined on the full graphs")
     #: training defaults used by the CLI (``--lr`` / ``--batch-size`` override them)
     default_train = {"lr": 1e-3, "batch_size": 2048}
 

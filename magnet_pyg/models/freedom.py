@@ -1,234 +1,36 @@
 r"""FREEDOM (Zhou and Shen, ACM MM 2023, "A Tale of Two Graphs: Freezing and Denoising Graph
-Structures for Multimodal Recommendation"), plus the small helpers the peer models share.
+Structures for Multimodal Recommendation").
 
-Helpers (used by :mod:`~magnet_pyg.models.anchorrec`, :mod:`~magnet_pyg.models.crane` and
-:mod:`~magnet_pyg.models.recgoat` too):
-
-* :func:`require_modalities` refuses datasets with fewer than two content modalities;
-* :func:`knn_edge_index` turns :func:`magnet_pyg.graph.knn.knn_search` (exact torch top-k
-  cosine, :math:`O(N^2 d)` once, chunked) into an edge list, optionally with self neighbours;
-* :func:`knn_normalized_adjacency` turns it into FREEDOM's frozen, normalised item-item matrix;
-  :func:`item_graph_weights` and :func:`modality_item_graph` weight and sum the modalities;
-* :func:`degree_edge_probability` and :func:`degree_sensitive_prune` are FREEDOM's
-  degree-sensitive pruning of the user-item graph;
-* :func:`xavier_user_item_` and :class:`FeatureTables` reproduce the authors' initialisation of
-  the ID tables and their fine-tuned raw features.
+Its building blocks are shared with the peer models and live below the models: the frozen
+item-item graph in :mod:`magnet_pyg.graph.item_graph`, the degree-sensitive pruning in
+:mod:`magnet_pyg.nn.pruning`, the fine-tuned feature tables in :mod:`magnet_pyg.nn.feature_tables`,
+the ID-table initialisation in :mod:`magnet_pyg.nn.init` and the modality checks in
+:mod:`magnet_pyg.data.modalities`.
 
 The fidelity table against the authors' code is ``docs/fidelity.md``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from ..data.schema import modality_features, modality_names, num_items, num_users, split_edge_index
-from ..nn.adjacency import _coalesced_csr, bipartite_normalized_adjacency, sparse_mm, transpose_csr
+from ..data.modalities import check_in_channels, require_modalities
+from ..data.schema import num_items, num_users, split_edge_index
+from ..graph.item_graph import item_graph_weights, modality_item_graph
+from ..nn.adjacency import bipartite_normalized_adjacency, sparse_mm, transpose_csr
 from ..nn.dual_view import DualViewEncoder
+from ..nn.feature_tables import FeatureTables
+from ..nn.init import xavier_user_item_
 from ..nn.losses import triple_embedding_l2, bpr_loss
+from ..nn.pruning import degree_edge_probability, degree_sensitive_prune
 from .base import Logs, Recommender, dot_score
 from .config import model_config
 
-__all__ = ["FREEDOM", "FreedomGraph", "FeatureTables", "require_modalities", "check_in_channels",
-           "knn_edge_index", "knn_normalized_adjacency", "item_graph_weights", "modality_item_graph",
-           "degree_edge_probability", "degree_sensitive_prune", "xavier_user_item_"]
-
-#: models that need no content modality (named in the error of :func:`require_modalities`)
-ID_ONLY_MODELS = ("bpr", "lightgcn")
-
-
-# ----------------------------------------------------------------------------- helpers
-def require_modalities(data_or_names, model: str, minimum: int = 2) -> List[str]:
-    """Return the dataset's modality names, or raise a :class:`ValueError` that names the models
-    which work without content features when there are fewer than ``minimum``."""
-    names = (modality_names(data_or_names) if isinstance(data_or_names, HeteroData)
-             else list(data_or_names))
-    if len(names) < minimum:
-        raise ValueError(
-            f"{model} needs at least {minimum} content modalities (item feature matrices), but the "
-            f"dataset has {len(names)}: {names}. Models that work without content features: "
-            f"{', '.join(ID_ONLY_MODELS)}")
-    return names
-
-
-def check_in_channels(in_channels: Mapping[str, int], data: HeteroData, model: str) -> Dict[str, Tensor]:
-    """The dataset's ``{name: [I, d_name]}`` features, checked against the model's ``in_channels``."""
-    feats = modality_features(data)
-    require_modalities(list(feats), model)
-    if list(feats) != list(in_channels) or any(feats[m].size(1) != int(in_channels[m]) for m in feats):
-        raise ValueError(f"{model} was built for modalities {dict(in_channels)}, the dataset has "
-                         f"{ {m: int(x.size(1)) for m, x in feats.items()} }")
-    return feats
-
-
-@torch.no_grad()
-def knn_edge_index(x: Tensor, k: int, include_self: bool = True) -> Tensor:
-    r"""Exact top-``k`` cosine neighbours of every row of ``x`` as an edge list, via
-    :func:`magnet_pyg.graph.knn.knn_search` (``torch`` backend: exact, chunked, ties broken by
-    the smaller index, zero-norm rows without neighbours).
-
-    Args:
-        x: ``[N, d]`` features.
-        k: neighbours per row (clipped to ``N`` or ``N - 1``).
-        include_self: make row ``n`` one of its own ``k`` neighbours (FREEDOM and LATTICE take
-            the plain top-``k`` of the similarity matrix, whose diagonal is the maximum): the
-            row itself plus its top ``k - 1`` other rows. Otherwise the top ``k`` other rows.
-
-    Returns:
-        ``[2, E]`` long tensor of (row, neighbour) pairs, row-major, on ``x.device``
-        (``E = N k`` unless rows have zero norm).
-    """
-    from ..graph.knn import knn_search
-    n = x.size(0)
-    k = min(int(k), n if include_self else n - 1)
-    if k < 1:
-        raise ValueError(f"k must be >= 1 (N = {n}, include_self={include_self})")
-    rows = torch.arange(n, device=x.device)
-    parts = [torch.stack([rows, rows])] if include_self else []
-    others = k - 1 if include_self else k
-    if others > 0:
-        index, _ = knn_search(x.float(), others, backend="torch", device=x.device, progress=False)
-        index = index.to(x.device)
-        row = rows.unsqueeze(1).expand_as(index)
-        ok = index >= 0
-        parts.append(torch.stack([row[ok], index[ok]]))
-    ei = torch.cat(parts, dim=1)
-    return ei[:, torch.argsort(ei[0] * n + ei[1], stable=True)] if include_self else ei
-
-
-def knn_normalized_adjacency(x: Tensor, k: int, include_self: bool = True) -> Tensor:
-    r"""FREEDOM's frozen modality graph :math:`S^m` (its Eq. 1-3, as in LATTICE's code).
-
-    The binary top-``k`` graph :math:`A` (:math:`a_{ij} = 1` iff ``j`` is among the ``k``
-    most cosine-similar items of ``i``) normalised as :math:`D^{-1/2} A D^{-1/2}` with
-    :math:`D` the **row** degree, exactly as FREEDOM's ``compute_normalized_laplacian``. With
-    binary top-``k`` rows every degree is ``k``, so every non-zero equals :math:`1/k`.
-
-    Returns:
-        ``[N, N]`` ``torch.sparse_csr`` tensor (not symmetric).
-    """
-    ei = knn_edge_index(x, k, include_self)
-    n = x.size(0)
-    w = torch.ones(ei.size(1), dtype=torch.float32, device=x.device)
-    deg = torch.zeros(n, device=x.device).scatter_add_(0, ei[0], w)
-    dis = deg.pow(-0.5).masked_fill_(deg == 0, 0.0)
-    value = dis[ei[0]] * dis[ei[1]]
-    return _coalesced_csr(ei[0], ei[1], value, (n, n))
-
-
-def degree_edge_probability(edge_index: Tensor, num_users: int, num_items: int) -> Tensor:
-    r""":math:`p_{ui} \propto 1/\sqrt{d_u d_i}` for every training edge (FREEDOM Eq. 6): the
-    normalised-adjacency value of the edge, FREEDOM's sampling weight for edges to **keep**."""
-    u, i = edge_index[0], edge_index[1]
-    du = torch.bincount(u, minlength=num_users).float()
-    di = torch.bincount(i, minlength=num_items).float()
-    return (du[u] * di[i]).rsqrt()
-
-
-#: MMRec's ``mm_image_weight``: weight of the image (visual) modality in the item-item graph
-MMREC_IMAGE_WEIGHT = 0.1
-#: modality names read as MMRec's visual feature (``v_feat``, ``image_feat.npy``)
-IMAGE_MODALITIES = ("image", "visual", "v")
-
-
-def item_graph_weights(modalities: Sequence[str], mm_weights: Optional[Sequence[float]] = None,
-                       image_weight: float = MMREC_IMAGE_WEIGHT) -> List[float]:
-    r"""Weights :math:`w_m` of the frozen item-item graph :math:`S = \sum_m w_m S^m`, summing to 1.
-
-    ``mm_weights`` (one non-negative number per modality) are renormalised. Without them the
-    weights follow MMRec's FREEDOM (``mm_image_weight = 0.1``: :math:`0.1\,S^{v} + 0.9\,S^{t}`):
-    an ``image`` modality gets ``image_weight`` and the other modalities share the rest equally;
-    a dataset without an image modality gets equal weights.
-    """
-    modalities = list(modalities)
-    if mm_weights is None:
-        img = [m for m in modalities if m.lower() in IMAGE_MODALITIES]
-        if len(img) != 1 or len(modalities) < 2:
-            return [1.0 / len(modalities)] * len(modalities)
-        rest = (1.0 - image_weight) / (len(modalities) - 1)
-        return [image_weight if m == img[0] else rest for m in modalities]
-    mm_weights = [float(w) for w in mm_weights]
-    if len(mm_weights) != len(modalities) or min(mm_weights) < 0 or sum(mm_weights) <= 0:
-        raise ValueError(f"mm_weights must be {len(modalities)} non-negative numbers "
-                         f"(one per modality {modalities}), got {mm_weights}")
-    total = sum(mm_weights)
-    return [w / total for w in mm_weights]
-
-
-def modality_item_graph(features: Mapping[str, Tensor], weights: Sequence[float], k: int) -> Tensor:
-    r"""FREEDOM's frozen item-item graph :math:`S = \sum_m w_m S^m` (Eq. 1-4) of the raw
-    features ``{m: [I, d_m]}`` (in the order of ``weights``), ``[I, I]`` ``torch.sparse_csr``."""
-    mm = None
-    for w, x in zip(weights, features.values()):
-        s = knn_normalized_adjacency(x, k).to_sparse_coo() * w
-        mm = s if mm is None else mm + s
-    return mm.coalesce().to_sparse_csr()
-
-
-def degree_sensitive_prune(edge_index: Tensor, edge_prob: Tensor, num_users: int, num_items: int,
-                           dropout: float, generator: torch.Generator) -> Tensor:
-    r"""Degree-sensitive edge pruning (FREEDOM Eq. 5-7, ``pre_epoch_processing``).
-
-    Keeps :math:`\lfloor (1-\rho)|\mathcal E| \rfloor` of the training edges ``edge_index``
-    (``[2, E]`` (user, item) pairs), drawn without replacement with probability proportional
-    to ``edge_prob`` (:func:`degree_edge_probability`, :math:`1/\sqrt{d_u d_i}`), and returns
-    the re-normalised ``[U+I, U+I]`` adjacency of the kept edges (on ``edge_index.device``).
-    ``rho`` = ``dropout``; randomness comes only from ``generator``.
-    """
-    n_keep = max(1, int(edge_index.size(1) * (1.0 - dropout)))
-    idx = torch.multinomial(edge_prob, n_keep, replacement=False, generator=generator)
-    return bipartite_normalized_adjacency(edge_index[:, idx], num_users, num_items)
-
-
-def xavier_user_item_(weight: Tensor, num_users: int) -> Tensor:
-    r"""Xavier-uniform init of a joint ``[U+I, d]`` ID table as MMRec initialises its two
-    separate tables ``[U, d]`` and ``[I, d]`` (bounds :math:`\sqrt{6/(U+d)}` and
-    :math:`\sqrt{6/(I+d)}`)."""
-    with torch.no_grad():
-        torch.nn.init.xavier_uniform_(weight[:num_users])
-        torch.nn.init.xavier_uniform_(weight[num_users:])
-    return weight
-
-
-class FeatureTables(torch.nn.Module):
-    r"""Trainable copies of the raw item features, ``{m: [I, d_m]}``.
-
-    MMRec's FREEDOM (and CRANE's public code) load the features with
-    ``nn.Embedding.from_pretrained(feat, freeze=False)``: the raw features are fine-tuned. Here
-    the tables are parameters of the model, filled with the dataset's features by the first
-    :meth:`load_` (from the model's ``prepare``); ``loaded`` is saved with the weights, so a
-    checkpoint that is loaded before or after ``prepare`` keeps its fine-tuned features.
-    """
-
-    def __init__(self, num_items: int, in_channels: Mapping[str, int]):
-        super().__init__()
-        self.tables = torch.nn.ParameterDict({m: torch.nn.Parameter(torch.zeros(num_items, int(c)))
-                                              for m, c in in_channels.items()})
-        self.register_buffer("loaded", torch.zeros((), dtype=torch.bool))
-
-    def reset_parameters(self) -> None:
-        """Forget the loaded features (the next :meth:`load_` fills them again)."""
-        with torch.no_grad():
-            for p in self.tables.values():
-                p.zero_()
-        self.loaded.fill_(False)
-
-    @torch.no_grad()
-    def load_(self, features: Mapping[str, Tensor]) -> None:
-        if bool(self.loaded):
-            return
-        for m, p in self.tables.items():
-            if tuple(features[m].shape) != tuple(p.shape):
-                raise ValueError(f"feature '{m}' has shape {tuple(features[m].shape)}, "
-                                 f"the model was built for {tuple(p.shape)}")
-            p.copy_(features[m])
-        self.loaded.fill_(True)
-
-    def forward(self) -> Dict[str, Tensor]:
-        return dict(self.tables.items())
+__all__ = ["FREEDOM", "FreedomGraph"]
 
 
 # ----------------------------------------------------------------------------- FREEDOM
@@ -309,6 +111,9 @@ class FREEDOM(Recommender):
     """
 
     default_patience = 20
+    sampling_unsupported_reason = ("its item-item graph propagation and the degree-sensitive pruning of "
+                                   "the user-item graph (a new whole-graph draw every epoch) are defined "
+                                   "on the full graphs")
     #: training defaults used by the CLI (``--lr`` / ``--batch-size`` override them)
     default_train = {"lr": 1e-3, "batch_size": 2048}
 

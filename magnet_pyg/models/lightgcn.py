@@ -10,8 +10,10 @@ from torch_geometric.data import HeteroData
 from ..data.schema import num_items, num_users, split_edge_index
 from ..nn.adjacency import bipartite_normalized_adjacency
 from ..nn.dual_view import DualViewEncoder
-from ..nn.losses import bpr_loss, embedding_l2
-from .base import Logs, Recommender, dot_score
+from ..nn.layerwise import LayerwiseGraph, layerwise_propagate
+from ..nn.losses import bpr_loss, embedding_l2, triple_embedding_l2
+from ..nn.subgraph import SampledBatch, SampledGraph, encode_batch, triple_rows
+from .base import Logs, Recommender, SamplingSpec, dot_score
 from .config import model_config
 
 
@@ -68,6 +70,25 @@ class LightGCN(Recommender):
     def score(self, state, users: Tensor, items: Optional[Tensor] = None) -> Tensor:
         return dot_score(state, users, items)
 
+    # ------------------------------------------------------------------ sampled subgraphs
+    def sampling_spec(self) -> SamplingSpec:
+        """The observed view, one fanout per propagation layer."""
+        return SamplingSpec(("ui",), self.encoder.num_layers)
+
+    def sampled_loss(self, graph: SampledGraph, batch: SampledBatch) -> Tuple[Tensor, Logs]:
+        """:meth:`loss` on the batch's sampled subgraph (BPR on the seed embeddings plus the
+        layer-0 L2 of the batch); equal to it with fanout ``-1``."""
+        z, _, _ = encode_batch(self.encoder, batch, ("ui",), graph.rescale)
+        u, p, n = triple_rows(z, batch)
+        rec = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        reg = triple_embedding_l2(self.encoder.embedding.weight, self.encoder.num_users,
+                                  batch.users, batch.pos, batch.neg)
+        return rec + self.reg_weight * reg, {"bpr": rec.detach(), "reg": reg.detach()}
+
+    @torch.no_grad()
+    def layerwise_inference(self, graph: LayerwiseGraph, chunk_size: int = 65536) -> Tuple[Tensor, Tensor]:
+        """:meth:`inference` computed layer by layer in node chunks."""
+        return self.encoder.split(layerwise_propagate(self.encoder, graph, "ui", chunk_size))
 
 #: Hyper-parameters of :class:`LightGCN`: its constructor's keyword arguments, with the
 #: constructor's types and defaults (:func:`~magnet_pyg.models.config.model_config`).

@@ -21,15 +21,19 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from ..data.csr_index import CSRIndex
 from ..data.schema import INDUCED, modality_features, num_items, num_users, split_edge_index
 from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized, transpose_csr
-from ..nn.cues import ModalityCues
+from ..nn.cues import ModalityCues, batch_cues
 from ..nn.dual_view import DualViewEncoder
 from ..nn.indexing import gather_rows
+from ..nn.layerwise import LayerwiseGraph, layerwise_cues, layerwise_propagate
 from ..nn.losses import triple_embedding_l2, bpr_loss, confidence_loss, coverage_loss, view_infonce
 from ..nn.moe import FusionHead, MoEOutput, TripletMoEHead
 from ..nn.routing import EntropySchedule, routing_statistics
-from .base import Logs, Recommender
+from ..nn.subgraph import SampledBatch, SampledGraph, encode_batch, triple_rows, unique_rows
+from .base import Logs, Recommender, SamplingSpec
+
 from .config import constructor_kwargs, model_config, suggestion, unknown_key_message
 
 
@@ -41,6 +45,12 @@ class MagnetGraph(NamedTuple):
     item_user: Tensor              # its transpose
     features: Tuple[Tensor, ...]   # per modality [I, d_m], in ``modalities`` order
     user_degree: Tensor            # [U] number of training items per user
+
+
+class MagnetSampledGraph(NamedTuple):
+    """What :meth:`MAGNET.prepare_sampled` builds once (no adjacency)."""
+    features: Tuple[Tensor, ...]   # per modality [I, d_m], transformed, on the model's device
+    history: CSRIndex              # training pairs (exact batch history pooling)
 
 
 class MagnetOutput(NamedTuple):
@@ -402,6 +412,67 @@ class MAGNET(Recommender):
             return self.head.score_all(zu[users], state.h_u[users], zi, state.h_i)
         return self.head(zu[users], zi[items], state.h_u[users], state.h_i[items]).score
 
+    # ------------------------------------------------------------------ sampled subgraphs
+    def sampling_spec(self) -> SamplingSpec:
+        r"""The observed view (and the augmented one in DV), one fanout per layer. The sampler
+        draws the plain union :math:`\mathcal G_{UI} \cup \mathcal E^+` and the head scores from
+        the first step, so ``induced_weight != 1`` and a warm-up are full-graph only."""
+        if self.induced_weight != 1.0:
+            raise ValueError(f"neighbour-sampled training samples the plain union G_UI + E+; "
+                             f"induced_weight={self.induced_weight} is only supported in full-graph "
+                             f"training (use induced_weight=1)")
+        if self.warmup_epochs > 0:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} is only supported in full-graph "
+                             f"training (use warmup_epochs=0)")
+        return SamplingSpec(("ui", "uig") if self.view == "dual" else ("ui",), self.encoder.num_layers)
+
+    def prepare_sampled(self, data: HeteroData) -> MagnetSampledGraph:
+        """The transformed item features on the model's device and the training history
+        (:class:`~magnet_pyg.data.CSRIndex`); no adjacency."""
+        device = self.encoder.embedding.weight.device
+        feats = modality_features(data)
+        missing = [m for m in self.modalities if m not in feats]
+        if missing:
+            raise ValueError(f"the data has no features for modalities {missing} (it has {list(feats)})")
+        xs = tuple(self.transform_features(feats[m].to(device)) for m in self.modalities)
+        return MagnetSampledGraph(xs, CSRIndex(split_edge_index(data, "train"), num_users(data)))
+
+    def sampled_loss(self, graph: SampledGraph, batch: SampledBatch) -> Tuple[Tensor, Logs]:
+        """:meth:`loss` (Eq. 32) on the batch's sampled subgraph: BPR through the MoE head on
+        the seed embeddings and exact batch cues (:func:`~magnet_pyg.nn.cues.batch_cues`), the
+        view contrast (Eq. 28) on the batch-unique users and positives, and the routing
+        schedule; equal to :meth:`loss` with fanout ``-1``."""
+        z, z_ui, z_uig = encode_batch(self.encoder, batch, graph.views, graph.rescale)
+        zu, zp, zn = triple_rows(z, batch)
+        ctx = graph.context
+        h_u, (h_p, h_n) = batch_cues(self.cues, ctx.features, ctx.history, batch.users, [batch.pos, batch.neg])
+        ctr = None
+        if self.lambda_ctr > 0 and z_uig is not None:
+            u = unique_rows(batch.users, batch.users_local)
+            i = batch.num_sub_users + unique_rows(batch.pos, batch.pos_local)
+            ctr = (view_infonce(z_ui[u], z_uig[u], self.tau) + view_infonce(z_ui[i], z_uig[i], self.tau))
+        reg = None
+        if self.reg_weight > 0:
+            reg = triple_embedding_l2(self.encoder.embedding.weight, self.encoder.num_users,
+                                      batch.users, batch.pos, batch.neg)
+        if self.exclude_target:   # the triple's user cue without the positive (triple_user_cues)
+            h_u = ModalityCues.leave_one_out(h_u, h_p, ctx.history.degree(batch.users.cpu()).to(h_u.device))
+        return self.objective(self.head(zu, zp, h_u, h_p), self.head(zu, zn, h_u, h_n), ctr, reg)
+
+    @torch.no_grad()
+    def layerwise_inference(self, graph: LayerwiseGraph, chunk_size: int = 65536) -> MagnetOutput:
+        """:meth:`inference` computed layer by layer in node chunks (``graph`` built with the
+        views of :meth:`sampling_spec`)."""
+        z_ui = layerwise_propagate(self.encoder, graph, "ui", chunk_size)
+        z_uig = None
+        if self.view == "dual":
+            if "uig" not in graph.adj:
+                raise ValueError("MAGNET-DV needs a LayerwiseGraph built with views=('ui', 'uig')")
+            z_uig = layerwise_propagate(self.encoder, graph, "uig", chunk_size)
+        z = z_ui if z_uig is None else 0.5 * (z_ui + z_uig)
+        h_u, h_i = layerwise_cues(self.cues, graph, self.modalities, chunk_size, z.device,
+                                  transform=self.transform_features)
+        return MagnetOutput(z, z_ui, z_uig, h_u, h_i)
 
 # ----------------------------------------------------------------------------- configuration
 MagnetConfig = model_config(MAGNET, "MagnetConfig", extra=[

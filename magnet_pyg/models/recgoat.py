@@ -18,13 +18,14 @@ from torch_geometric.data import HeteroData
 from torch_geometric.nn import GATConv
 from torch_geometric.utils import to_undirected
 
+from ..data.modalities import check_in_channels, require_modalities
 from ..data.schema import num_items, num_users, split_edge_index
+from ..graph.item_graph import knn_edge_index
 from ..nn.adjacency import bipartite_normalized_adjacency, row_normalized
 from ..nn.dual_view import DualViewEncoder
 from ..nn.losses import bpr_loss
 from .base import Logs, Recommender, dot_score
 from .config import model_config
-from .freedom import check_in_channels, knn_edge_index, require_modalities
 
 __all__ = ["RecGOAT", "RecGOATGraph", "SlotView", "sinkhorn", "transport_cost", "info_nce",
            "text_modality_of"]
@@ -236,6 +237,8 @@ class RecGOAT(Recommender):
     """
 
     default_patience = 20
+    sampling_unsupported_reason = ("its graph attention runs over the whole item kNN and user-item "
+                                   "graphs and its transport plan is computed from all items' embeddings")
     #: training defaults used by the CLI (the authors' README runs: Adam lr 8e-4, batch 4096)
     default_train = {"lr": 8e-4, "batch_size": 4096, "weight_decay": 0.0}
 

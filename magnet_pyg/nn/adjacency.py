@@ -6,6 +6,9 @@ r"""Sparse adjacency helpers for LightGCN-style propagation.
   homogeneous node space (users ``0..U-1``, items ``U..U+I-1``).
 * :func:`row_normalized` builds a row-stochastic ``[rows, cols]`` matrix (mean
   aggregation, for example the history pooling of :class:`~magnet_pyg.nn.ModalityCues`).
+* :func:`check_adjacency` is the input check of the layers that take such a matrix
+  (:class:`~magnet_pyg.nn.DualViewEncoder`, :class:`~magnet_pyg.nn.ModalityCues`): they
+  refuse a raw ``edge_index`` or an unnormalised matrix rather than propagate it.
 * :func:`sparse_mm` is a sparse x dense product whose backward pass reuses a given
   transpose (or the matrix itself when it is symmetric) instead of letting autograd
   transpose the CSR matrix at every step: on a TikTok-sized augmented view
@@ -14,19 +17,16 @@ r"""Sparse adjacency helpers for LightGCN-style propagation.
 """
 from __future__ import annotations
 
-import warnings
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
+from torch_geometric.typing import SparseTensor
 
+#: entries above ``1 + NORMALIZED_ATOL`` mark an adjacency as not normalised
+NORMALIZED_ATOL = 1e-4
 
-def _coalesced_csr(row: Tensor, col: Tensor, value: Tensor, shape) -> Tensor:
-    coo = torch.sparse_coo_tensor(torch.stack([row, col]), value, shape,
-                                  check_invariants=False).coalesce()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        return coo.to_sparse_csr()
+from ..graph.sparse import coalesced_csr
 
 
 def normalized_adjacency(
@@ -67,7 +67,7 @@ def normalized_adjacency(
     dis = deg.pow(-0.5)
     dis.masked_fill_(torch.isinf(dis), 0.0)
     value = dis[row] * edge_weight * dis[col]
-    return _coalesced_csr(row, col, value, (num_nodes, num_nodes))
+    return coalesced_csr(row, col, value, (num_nodes, num_nodes))
 
 
 def bipartite_normalized_adjacency(
@@ -125,7 +125,90 @@ def row_normalized(
     deg = torch.zeros(num_rows, dtype=dtype, device=device).scatter_add_(0, row, edge_weight)
     inv = deg.reciprocal()
     inv.masked_fill_(torch.isinf(inv), 0.0)
-    return _coalesced_csr(row, col, inv[row] * edge_weight, (num_rows, num_cols))
+    return coalesced_csr(row, col, inv[row] * edge_weight, (num_rows, num_cols))
+
+
+def _describe(adj: Any) -> str:
+    name = type(adj).__name__ if isinstance(adj, Tensor) else f"{type(adj).__module__}.{type(adj).__name__}"
+    article = "an" if name[0].lower() in "aeiou" else "a"
+    if isinstance(adj, Tensor):
+        return f"{article} {name} of shape {list(adj.shape)} and dtype {adj.dtype}"
+    return f"{article} {name}"
+
+
+def check_adjacency(
+    adj: Any,
+    num_rows: Optional[int],
+    num_cols: int,
+    where: str,
+    build: str,
+) -> None:
+    r"""Refuse anything but a normalised sparse ``[num_rows, num_cols]`` matrix.
+
+    Accepted: a ``torch.sparse`` tensor (COO, CSR, CSC) or a ``torch_sparse.SparseTensor``
+    with floating-point values, of the expected shape, whose entries lie in ``[0, 1]`` and
+    that is not binary (all entries 1 while some row holds several). Every matrix of
+    :func:`normalized_adjacency`, :func:`bipartite_normalized_adjacency` and
+    :func:`row_normalized` passes; a raw ``edge_index`` (a dense ``[2, E]`` tensor, also as
+    :class:`~torch_geometric.EdgeIndex`), a dense matrix, a binary adjacency
+    (``to_torch_csr_tensor(edge_index)``, a ``SparseTensor`` without values) or a weighted
+    unnormalised one is refused. The check reads the values once (one host synchronisation
+    on GPU); it does not prove normalisation, it catches the matrices that cannot be.
+
+    Args:
+        adj: the matrix to check.
+        num_rows: expected rows (``None``: any).
+        num_cols: expected columns.
+        where: the layer and argument, for the message (``"DualViewEncoder: adj_ui"``).
+        build: how to build the right matrix, for the message.
+
+    Raises:
+        ValueError: naming ``where``, what was given and ``build``.
+    """
+    want = f"[{'R' if num_rows is None else num_rows}, {num_cols}]"
+    expected = (f"{where} must be a normalised sparse {want} matrix (torch.sparse CSR/COO/CSC, "
+                f"or torch_sparse.SparseTensor with values)")
+    if isinstance(adj, SparseTensor):
+        shape = tuple(adj.sizes())
+        vals = adj.storage.value()
+        if vals is None:
+            raise ValueError(f"{expected}; got a SparseTensor without values, i.e. the binary "
+                             f"(unnormalised) adjacency. {build}")
+        rows = adj.storage.row()
+    elif isinstance(adj, Tensor) and adj.layout in (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc):
+        shape = tuple(adj.shape)
+        if adj.layout == torch.sparse_coo:
+            vals, rows = adj._values(), adj._indices()[0]
+        elif adj.layout == torch.sparse_csr:
+            vals, rows = adj.values(), None
+        else:
+            vals, rows = adj.values(), adj.row_indices()
+    elif isinstance(adj, Tensor):
+        raw = adj.dim() == 2 and adj.size(0) == 2 and not adj.is_floating_point()
+        what = ("a raw edge_index, which is not normalised (it would be propagated as an "
+                "unweighted sum)" if raw else "a dense tensor")
+        raise ValueError(f"{expected}; got {_describe(adj)}: {what}. {build}")
+    else:
+        raise ValueError(f"{expected}; got {_describe(adj)}. {build}")
+    if len(shape) != 2 or (num_rows is not None and shape[0] != num_rows) or shape[1] != num_cols:
+        raise ValueError(f"{expected}; got shape {list(shape)}")
+    if not vals.is_floating_point():
+        raise ValueError(f"{expected}; got {vals.dtype} values, i.e. not normalised. {build}")
+    if vals.numel() == 0:
+        return
+    lo, hi = torch.stack([vals.min(), vals.max()]).tolist()
+    if lo < 0 or hi > 1.0 + NORMALIZED_ATOL:
+        raise ValueError(f"{expected}, whose entries lie in [0, 1]; got entries in [{lo:.4g}, "
+                         f"{hi:.4g}], i.e. an unnormalised adjacency. {build}")
+    if lo == hi == 1.0:
+        if rows is None:  # CSR
+            crow = adj.crow_indices()
+            filled = int((crow[1:] > crow[:-1]).sum())
+        else:
+            filled = int(torch.unique(rows).numel())
+        if vals.numel() > filled:
+            raise ValueError(f"{expected}; got a binary matrix (every entry 1, rows with several "
+                             f"entries), i.e. an unnormalised adjacency. {build}")
 
 
 def transpose_csr(adj: Tensor) -> Tensor:

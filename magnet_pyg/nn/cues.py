@@ -14,11 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .adjacency import sparse_mm
+from .adjacency import check_adjacency, sparse_mm
+from .indexing import gather_rows
 
-__all__ = ["ModalityCues"]
+__all__ = ["ModalityCues", "batch_cues"]
 
 Features = Union[Mapping[str, Tensor], Sequence[Tensor]]
+
+
+def _num_rows(adj) -> int:
+    return int(adj.sizes()[0]) if hasattr(adj, "sizes") else int(adj.size(0))
 
 
 class ModalityCues(torch.nn.Module):
@@ -108,6 +113,11 @@ class ModalityCues(torch.nn.Module):
                    item_user: Optional[Tensor] = None) -> Tensor:
         r"""History pooling :math:`\mathbf{h}_u^m = \sum_i R_{ui} \mathbf{h}_i^m`.
 
+        ``user_item`` must be a normalised sparse matrix (a raw ``edge_index`` or a binary
+        matrix is refused with a :class:`ValueError`, see
+        :func:`~magnet_pyg.nn.check_adjacency`); build it with
+        :func:`~magnet_pyg.nn.row_normalized`.
+
         Args:
             h_items: ``[I, M, d]`` item cues.
             user_item: ``[U, I]`` row-normalised sparse matrix.
@@ -118,6 +128,12 @@ class ModalityCues(torch.nn.Module):
             ``[U, M, d]`` user cues (zero for users without training items).
         """
         num_items, m, d = h_items.shape
+        build = ("Build it with magnet_pyg.nn.row_normalized(edge_index, num_users, "
+                 f"num_items={num_items}) from the [2, E] (user, item) training pairs")
+        check_adjacency(user_item, None, num_items, "ModalityCues: user_item", build)
+        if item_user is not None:
+            check_adjacency(item_user, num_items, _num_rows(user_item), "ModalityCues: item_user",
+                            "Pass the transpose of user_item: magnet_pyg.nn.transpose_csr(user_item)")
         out = sparse_mm(user_item, h_items.reshape(num_items, m * d), adj_t=item_user)
         return out.view(-1, m, d)
 
@@ -156,3 +172,42 @@ class ModalityCues(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, out_channels={self.out_channels}, dropout={self.dropout}"
+
+
+def batch_cues(cues: ModalityCues, features: Sequence[Tensor], history, users: Tensor,
+               items: Sequence[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+    r"""Exact modality cues of a mini-batch (MAGNET Eq. 7-8 decision) without the full graph:
+    item cues :math:`\mathbf h_i^m = W_m\mathbf x_i^m + \mathbf b_m` and the user history pooling
+    :math:`\mathbf h_u^m = \frac{1}{|\mathcal I_u|}\sum_{i\in\mathcal I_u}\mathbf h_i^m`, computed
+    only for the batch users and the items they need (the users' training items and ``items``).
+    Dropout (training mode) is drawn once per needed item, shared by pooling and scoring.
+
+    Args:
+        cues: :class:`ModalityCues`.
+        features: per modality ``[I, d_m]`` (on the model's device).
+        history: the training pairs as a :class:`~magnet_pyg.data.CSRIndex` (anything with its
+            ``gather(users) -> (row, item)`` and ``degree(users)``).
+        users: ``[B]`` global user ids.
+        items: item id tensors (for example ``pos``, ``neg``) whose cues are returned.
+
+    Returns:
+        ``h_u`` ``[B, M, d]`` and one ``[len(t), M, d]`` tensor per entry of ``items``.
+    """
+    device = users.device
+    uu, u_inv = torch.unique(users, return_inverse=True)
+    row, hist = history.gather(uu.cpu())
+    deg = history.degree(uu.cpu()).clamp(min=1).float()
+    row, hist, wgt = row.to(device), hist.to(device), (1.0 / deg)[row].to(device)
+    sizes = [t.numel() for t in items]
+    needed, inv = torch.unique(torch.cat([*items, hist]), return_inverse=True)
+    h = cues.item_cues([f[needed] for f in features])                       # [K, M, d]
+    k, m, d = h.shape
+    n_items = sum(sizes)
+    h_hist = gather_rows(h, inv[n_items:]).reshape(-1, m * d) * wgt.unsqueeze(1)
+    h_u = torch.zeros(uu.numel(), m * d, device=device, dtype=h.dtype).index_add_(0, row, h_hist)
+    h_u = gather_rows(h_u.view(-1, m, d), u_inv)
+    outs, start = [], 0
+    for s in sizes:
+        outs.append(gather_rows(h, inv[start:start + s]))
+        start += s
+    return h_u, outs

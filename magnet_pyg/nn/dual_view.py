@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 from torch_geometric.nn import LGConv
 
-from .adjacency import bipartite_normalized_adjacency, normalized_adjacency, sparse_mm
+from .adjacency import (bipartite_normalized_adjacency, check_adjacency, normalized_adjacency,
+                        sparse_mm)
 
 __all__ = ["DualViewEncoder", "normalized_adjacency", "bipartite_normalized_adjacency"]
 
@@ -41,11 +42,18 @@ class DualViewEncoder(torch.nn.Module):
             custom autograd product whose backward reuses the (symmetric) adjacency, about
             4x faster than autograd's own transpose on CPU; ``"lgconv"`` applies
             :class:`torch_geometric.nn.LGConv` ``(normalize=False)``. Both give identical
-            results. Adjacencies that are not ``torch.sparse`` tensors (``SparseTensor``,
-            ``EdgeIndex``) always go through :class:`~torch_geometric.nn.LGConv`.
+            results. A ``torch_sparse.SparseTensor`` adjacency always goes through
+            :class:`~torch_geometric.nn.LGConv`.
         symmetric: the adjacencies are symmetric (true for :func:`normalized_adjacency` of an
             undirected graph). Set ``False`` for directed matrices: ``"spmm"`` then uses
             ``torch.sparse.mm`` with autograd's transpose.
+
+    The adjacencies must be **normalised** sparse matrices: a raw ``edge_index`` (also as
+    :class:`~torch_geometric.EdgeIndex`), a binary or an otherwise unnormalised matrix is
+    refused with a :class:`ValueError` (:func:`~magnet_pyg.nn.check_adjacency`) instead of
+    being propagated as an unweighted sum. Build them with
+    :func:`~magnet_pyg.nn.bipartite_normalized_adjacency` (from ``(user, item)`` pairs) or
+    :func:`~magnet_pyg.nn.normalized_adjacency` (from node pairs holding both directions).
 
     Shapes:
         - **input:** ``adj_ui``, ``adj_uig``: ``[U+I, U+I]`` sparse, pre-normalised.
@@ -94,6 +102,16 @@ class DualViewEncoder(torch.nn.Module):
             return sparse_mm(adj, x, symmetric=self.symmetric)
         return self.conv(x, adj)
 
+    def check_adjacency(self, adj, num_nodes: Optional[int] = None, name: str = "adj") -> None:
+        """Raise a :class:`ValueError` unless ``adj`` is a normalised sparse ``[N, N]`` matrix
+        (``N = num_nodes``, default ``U + I``); see :func:`~magnet_pyg.nn.check_adjacency`."""
+        n = self.num_nodes if num_nodes is None else int(num_nodes)
+        check_adjacency(adj, n, n, f"DualViewEncoder: {name}",
+                        f"Build it with magnet_pyg.nn.bipartite_normalized_adjacency(edge_index, "
+                        f"num_users={self.num_users}, num_items={self.num_items}) from [2, E] "
+                        f"(user, item) pairs, or magnet_pyg.nn.normalized_adjacency(edge_index, "
+                        f"num_nodes={n}) from node pairs holding both directions")
+
     def propagate(self, adj, x: Optional[Tensor] = None) -> Tensor:
         r"""One view: Eq. 4 for ``L`` layers, then the layer mean of Eq. 5.
 
@@ -105,6 +123,10 @@ class DualViewEncoder(torch.nn.Module):
             :math:`\mathbf{z}^v`, ``[N, d]``.
         """
         x = self.embedding.weight if x is None else x
+        self.check_adjacency(adj, x.size(0))
+        return self._layer_mean(adj, x)
+
+    def _layer_mean(self, adj, x: Tensor) -> Tensor:
         out = x
         for _ in range(self.num_layers):
             x = self._prop(adj, x)
@@ -123,10 +145,13 @@ class DualViewEncoder(torch.nn.Module):
             ``(z, z_ui, z_uig)``: fused, observed-view and augmented-view embeddings,
             each ``[U+I, d]``; ``z_uig`` is ``None`` and ``z`` is ``z_ui`` in single view.
         """
-        z_ui = self.propagate(adj_ui)
+        self.check_adjacency(adj_ui, name="adj_ui")
+        if adj_uig is not None:
+            self.check_adjacency(adj_uig, name="adj_uig")
+        z_ui = self._layer_mean(adj_ui, self.embedding.weight)
         if adj_uig is None:
             return z_ui, z_ui, None
-        z_uig = self.propagate(adj_uig)
+        z_uig = self._layer_mean(adj_uig, self.embedding.weight)
         return 0.5 * (z_ui + z_uig), z_ui, z_uig
 
     def split(self, z: Tensor) -> Tuple[Tensor, Tensor]:
