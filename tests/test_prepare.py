@@ -405,7 +405,7 @@ def test_cli_prepare_train_recommend_with_raw_ids(raw, tmp_path, capsys, one_thr
                  "item", "--time-col", "time", "--split", "time", "--features", f"image={raw / 'image.csv'}"]) == 0
     out = capsys.readouterr().out
     assert "6 users, 8 items, 36 interactions (24/6/6 train/valid/test; 38 raw rows, 2 duplicates" in out
-    assert main(["train", "--model", "lightgcn", "--data", str(data), "--epochs", "1", "--dim", "8",
+    assert main(["train", "--model", "lightgcn", "--data", str(data), "--epochs", "1", "--set", "embedding_dim=8",
                  "--batch-size", "16", "--no-progress", "--threads", "1", "--out", str(run)]) == 0
     capsys.readouterr()
     assert main(["recommend", "--run", str(run), "--user", "bob", "eve", "--k", "3"]) == 0
