@@ -12,7 +12,8 @@
       args: [--graph-cache, ""]                # further train flags (optional)
       seeds: [0, 1, 2]
 
-Every entry is resolved before the first run starts, so a wrong key fails at once. Runs start in
+In ``set`` values, ``{seed}`` stands for the run's seed (for example ``train.init_from:
+runs/sports/lightgcn/seed{seed}``: each seed warm-starts from the same seed's run). Every entry is resolved before the first run starts, so a wrong key fails at once. Runs start in
 grid order (``--jobs 1`` runs them one after the other, as an entry warm-started from another
 entry's run needs). Each (name, seed) run writes ``OUT/<name>/seed<S>/results.json``. ``table``
 prints, per name, mean and sample standard deviation over seeds of the test metrics at the
@@ -47,6 +48,11 @@ def override_text(key: str, value) -> str:
     return f"{key}={text}"
 
 
+def seed_overrides(overrides: list, seed: int) -> list:
+    """``overrides`` with ``{seed}`` replaced by ``seed``."""
+    return [o.replace("{seed}", str(seed)) for o in overrides]
+
+
 def load_grid(path: Path) -> list:
     """The entries of a grid file, each checked and its configuration resolved."""
     grid = read_yaml(path)
@@ -65,7 +71,8 @@ def load_grid(path: Path) -> list:
         names.add(e["name"])
         e["overrides"] = [override_text(k, v) for k, v in (e.get("set") or {}).items()]
         try:
-            load_run_config(ROOT / e["config"], e["overrides"])
+            for seed in e.get("seeds", [0]):
+                load_run_config(ROOT / e["config"], seed_overrides(e["overrides"], seed))
         except (ValueError, FileNotFoundError) as err:
             raise SystemExit(f"{where}: {err}")
     return grid
@@ -79,7 +86,7 @@ def run(grid, out: Path, jobs: int, threads: int) -> None:
             if (d / "results.json").exists():
                 continue
             cmd = [sys.executable, "-m", "magnet_pyg", "train", "--config", str(ROOT / cfg["config"]),
-                   *[a for o in cfg["overrides"] for a in ("--set", o)], *[str(a) for a in cfg.get("args", [])],
+                   *[a for o in seed_overrides(cfg["overrides"], seed) for a in ("--set", o)], *[str(a) for a in cfg.get("args", [])],
                    "--seed", str(seed), "--out", str(d), "--no-progress", "--threads", str(threads)]
             todo.append((d, cmd))
 
