@@ -122,23 +122,35 @@ def main():
 
 
 def bucket_figure(out, stem: str) -> None:
-    """Grouped bars: per item-degree bucket, each run's hit rate HR@20 (left axis), with the
-    bucket's share of the test interactions written under its name."""
+    """Per item-degree bucket: each run's hit rate HR@20 (left), and its change relative to the
+    first run (right), with the bucket's share of the test interactions under its name."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     runs = list(out["runs"].values())
     n, width = len(out["buckets"]), 0.8 / max(len(runs), 1)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    labels = [f"{lab}\n({100 * sh:.1f}% of test)" for lab, sh in zip(out["buckets"], out["share"])]
+    fig, (ax, rel) = plt.subplots(1, 2, figsize=(12, 3.8))
+    base = runs[0]["hit@20"]
     for j, run in enumerate(runs):
         xs = [b + (j - (len(runs) - 1) / 2) * width for b in range(n)]
         ax.bar(xs, run["hit@20"], width, label=run["model"])
-    ax.set_xticks(range(n))
-    ax.set_xticklabels([f"{lab}\n({100 * sh:.1f}% of test)" for lab, sh in zip(out["buckets"], out["share"])])
-    ax.set_xlabel("training interactions of the test item (item-degree bucket)")
-    ax.set_ylabel("HR@20: share of the bucket's test\ninteractions ranked in the user's top 20")
-    ax.set_title(f"{out['data']}: where each model's hits come from ({out['split']} split)")
+        if j:
+            change = [100 * (h / b0 - 1) if b0 else float("nan") for h, b0 in zip(run["hit@20"], base)]
+            rel.bar([b + (j - len(runs) / 2) * width for b in range(n)], change, width,
+                    label=run["model"], color=f"C{j}")
+    for a_ in (ax, rel):
+        a_.set_xticks(range(n))
+        a_.set_xticklabels(labels, fontsize=8)
+        a_.set_xlabel("training interactions of the test item (item-degree bucket)")
+    ax.set_ylabel("HR@20: share of the bucket's test\ninteractions in the user's top 20")
+    ax.set_title("hit rate per bucket")
     ax.legend(title="model (selected checkpoint)", fontsize=8)
+    rel.axhline(0, color="k", lw=0.8)
+    rel.set_ylabel(f"HR@20 change vs {runs[0]['model']} (%)")
+    rel.set_title(f"relative to {runs[0]['model']} (no bar: no hit in that bucket)")
+    rel.legend(fontsize=8)
+    fig.suptitle(f"{out['data']}: where each model's hits come from ({out['split']} split)")
     fig.tight_layout()
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
