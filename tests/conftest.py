@@ -73,3 +73,17 @@ def modality_dims(d):
     """``{modality: feature size}`` of a dataset, in its modality order."""
     from magnet_pyg.data import modality_features
     return {m: int(x.size(1)) for m, x in modality_features(d).items()}
+
+
+def _has_sampler() -> bool:
+    from magnet_pyg.train.sampled import check_sampling_backend
+    try:
+        check_sampling_backend()
+        return True
+    except ValueError:  # neither pyg-lib nor torch-sparse: PyG cannot sample neighbours
+        return False
+
+
+#: whether PyG can sample neighbours here, and the mark of tests that need it
+HAS_SAMPLER = _has_sampler()
+needs_sampler = pytest.mark.skipif(not HAS_SAMPLER, reason="NeighborLoader needs pyg-lib or torch-sparse")

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import modality_dims
 from torch import Tensor
 
 from magnet_pyg import models
@@ -18,14 +17,8 @@ from magnet_pyg.nn import (Recommender, SampledTrainingUnsupported, SamplingSpec
                            bipartite_normalized_adjacency, bpr_loss, dot_score, propagate_batch,
                            sparse_mm, triple_rows)
 from magnet_pyg.train import ScaleConfig, TrainConfig, Trainer
-from magnet_pyg.train.sampled import check_sampling_backend
 
-try:
-    check_sampling_backend()
-    HAS_SAMPLER = True
-except ValueError:  # neither pyg-lib nor torch-sparse: PyG cannot sample neighbours
-    HAS_SAMPLER = False
-needs_sampler = pytest.mark.skipif(not HAS_SAMPLER, reason="NeighborLoader needs pyg-lib or torch-sparse")
+from conftest import HAS_SAMPLER, modality_dims, needs_sampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,13 +16,7 @@ from magnet_pyg.train.distributed import LargeGraphTrainer, ScaleConfig
 from magnet_pyg.train.sampled import (SubgraphSampler, add_view_degrees, batch_cues,
                                       check_fanout, encode_batch, prepare_sampled, sampled_loss)
 
-try:
-    from magnet_pyg.train.sampled import check_sampling_backend
-    check_sampling_backend()
-    HAS_SAMPLER = True
-except ValueError:  # neither pyg-lib nor torch-sparse: PyG cannot sample neighbours
-    HAS_SAMPLER = False
-needs_sampler = pytest.mark.skipif(not HAS_SAMPLER, reason="NeighborLoader needs pyg-lib or torch-sparse")
+from conftest import needs_sampler
 
 
 def _with_induced(d, per_user=6, seed=1):

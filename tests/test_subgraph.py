@@ -8,14 +8,9 @@ from magnet_pyg.nn import DualViewEncoder
 from magnet_pyg.nn.subgraph import (_layer_masks, encode_batch, propagate_batch, propagation_orders,
                                     view_subgraph)
 from magnet_pyg.train import LinkSampler
-from magnet_pyg.train.sampled import SubgraphSampler, check_sampling_backend
+from magnet_pyg.train.sampled import SubgraphSampler
 
-try:
-    check_sampling_backend()
-    HAS_SAMPLER = True
-except ValueError:  # neither pyg-lib nor torch-sparse: PyG cannot sample neighbours
-    HAS_SAMPLER = False
-needs_sampler = pytest.mark.skipif(not HAS_SAMPLER, reason="NeighborLoader needs pyg-lib or torch-sparse")
+from conftest import needs_sampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
