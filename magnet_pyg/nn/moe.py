@@ -26,6 +26,7 @@ from torch import Tensor
 from torch_geometric.nn.resolver import activation_resolver
 
 from .templates import ExpertPool, triplet_expert_pool
+from .topk_mixture import topk_mix
 
 __all__ = ["MoEOutput", "TripletMoEHead", "FusionHead"]
 
@@ -300,7 +301,9 @@ class TripletMoEHead(torch.nn.Module):
 
         Uses the factorisation: per expert ``S_e = (f_e(X_u) \odot v) g_e(X_I)^\top`` and router
         logits ``W_U z_u + W_I z_i + b_r`` broadcast to ``[E, B, C]``; Top-K and
-        renormalisation are then taken per pair, exactly as in :meth:`forward`.
+        renormalisation are then taken per pair, exactly as in :meth:`forward`
+        (:func:`~magnet_pyg.nn.topk_mixture.topk_mix`, fused by :func:`torch.compile` for large
+        blocks without gradient).
 
         Args:
             z_u: ``[B, d]``; cues_u: ``[B, M, d]``.
@@ -325,29 +328,10 @@ class TripletMoEHead(torch.nn.Module):
             gi = self._side(r_i[sl], self.g_weight, self.g_bias, drop=False)  # [E, C, h]
             s = torch.bmm(fu, gi.transpose(1, 2))                             # [E, B, C]
             logits = lu + (q_i[sl] @ w_r[:, d:].t()).t().unsqueeze(1)         # [E, B, C]
-            out[:, sl] = self._topk_mix(logits, s)
+            out[:, sl] = topk_mix(logits, s, self.top_k)
             if self.residual:
                 out[:, sl] += z_u @ z_i_all[sl].t()
         return out + self.score.bias
-
-    def _topk_mix(self, logits: Tensor, s: Tensor) -> Tensor:
-        r"""``sum_{e in TopK} softmax_{TopK}(logits)_e * s_e`` over dim 0 of ``[E, B, C]``
-        tensors (Eq. 18-20), with elementwise ops only (much faster than ``topk`` +
-        ``softmax`` on a tiny last dimension). The ``K``-th largest logit is found by ``K - 1``
-        rounds of removing the running maximum; exact ties between logits (a measure-zero
-        event) may then select more than ``K`` experts."""
-        top = logits.amax(dim=0)
-        kth = top
-        if self.top_k < self.num_experts:
-            cur = logits.clone()
-            for _ in range(self.top_k - 1):
-                cur.masked_fill_(cur >= kth, float("-inf"))
-                kth = cur.amax(dim=0)
-        weight = torch.sub(logits, top).exp_()
-        if self.top_k < self.num_experts:
-            weight.masked_fill_(logits < kth, 0.0)
-        den = weight.sum(0)
-        return weight.mul_(s).sum(0).div_(den)
 
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, hidden={self.hidden_channels}, "
