@@ -13,7 +13,7 @@ from .moe import FusionHead, MoEOutput, TripletMoEHead
 from .protocol import Recommender, SampledTrainingUnsupported, SamplingSpec, dot_score
 from .pruning import degree_edge_probability, degree_sensitive_prune
 from .routing import MODES, STRATEGIES, EntropySchedule, routing_statistics
-from .topk_mixture import set_compile, topk_mix
+from .topk_mixture import topk_mix
 from .templates import (FAMILIES, FAMILY_COMPOSITIONS, ExpertPool, aux_order,
                         bal_template, canonical_template, com_template, dom_template,
                         group_permutation, permute_to_global, triplet_expert_pool)
@@ -21,7 +21,7 @@ from .subgraph import (VIEW_RELATIONS, SampledBatch, SampledGraph, batch_embeddi
                        propagate_batch, propagate_subgraph, triple_rows, unique_rows, view_subgraph)
 
 __all__ = [
-    "topk_mix", "set_compile",
+    "topk_mix",
     "normalized_adjacency", "bipartite_normalized_adjacency", "check_adjacency", "row_normalized",
     "sparse_mm",
     "transpose_csr", "gather_rows",

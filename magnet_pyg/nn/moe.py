@@ -294,7 +294,7 @@ class TripletMoEHead(torch.nn.Module):
                              f"got {r.size(1) - 1}")
 
     def score_all(self, z_u: Tensor, cues_u: Cues, z_i_all: Tensor, cues_i_all: Cues,
-                  item_chunk: int = 256) -> Tensor:
+                  item_chunk: int = 256, user_block: int = 512) -> Tensor:
         r"""Exact scores of ``B`` users against all ``I`` items (full ranking), no dropout.
 
         Differentiable; wrap it in :func:`torch.no_grad` for evaluation.
@@ -302,13 +302,14 @@ class TripletMoEHead(torch.nn.Module):
         Uses the factorisation: per expert ``S_e = (f_e(X_u) \odot v) g_e(X_I)^\top`` and router
         logits ``W_U z_u + W_I z_i + b_r`` broadcast to ``[E, B, C]``; Top-K and
         renormalisation are then taken per pair, exactly as in :meth:`forward`
-        (:func:`~magnet_pyg.nn.topk_mixture.topk_mix`, fused by :func:`torch.compile` for large
-        blocks without gradient).
+        (:func:`~magnet_pyg.nn.topk_mixture.topk_mix`), in cache-sized blocks of users.
 
         Args:
             z_u: ``[B, d]``; cues_u: ``[B, M, d]``.
             z_i_all: ``[I, d]``; cues_i_all: ``[I, M, d]``.
-            item_chunk: items per chunk (peak memory about ``4 * E * B * item_chunk`` floats).
+            item_chunk: items per chunk.
+            user_block: users per block within a chunk; the ``[E, user_block, item_chunk]``
+                blocks stay in the CPU cache between the expert scores and their mixture.
 
         Returns:
             ``[B, I]`` scores, equal to :meth:`forward` on every pair (up to float rounding).
@@ -323,12 +324,15 @@ class TripletMoEHead(torch.nn.Module):
         q_u, q_i = self._router_input(z_u), self._router_input(z_i_all)
         lu = (q_u @ w_r[:, :d].t() + b_r).t().unsqueeze(2)                  # [E, B, 1]
         out = z_u.new_empty(z_u.size(0), z_i_all.size(0))
-        for start in range(0, z_i_all.size(0), item_chunk):
+        B, I = z_u.size(0), z_i_all.size(0)
+        for start in range(0, I, item_chunk):
             sl = slice(start, start + item_chunk)
-            gi = self._side(r_i[sl], self.g_weight, self.g_bias, drop=False)  # [E, C, h]
-            s = torch.bmm(fu, gi.transpose(1, 2))                             # [E, B, C]
-            logits = lu + (q_i[sl] @ w_r[:, d:].t()).t().unsqueeze(1)         # [E, B, C]
-            out[:, sl] = topk_mix(logits, s, self.top_k)
+            gi = self._side(r_i[sl], self.g_weight, self.g_bias, drop=False).transpose(1, 2)  # [E, h, C]
+            li = (q_i[sl] @ w_r[:, d:].t()).t().unsqueeze(1)                  # [E, 1, C]
+            for ub in range(0, B, user_block):                                # cache-sized blocks
+                bl = slice(ub, ub + user_block)
+                s = torch.bmm(fu[:, bl], gi)                                  # [E, b, C]
+                out[bl, sl] = topk_mix(lu[:, bl] + li, s, self.top_k)
             if self.residual:
                 out[:, sl] += z_u @ z_i_all[sl].t()
         return out + self.score.bias
