@@ -58,6 +58,10 @@ class SampledBatch:
             per relation, ``deg_<view>`` node attributes); seeds are the batch's users and items.
         users_local, pos_local, neg_local: ``[B]`` positions of the samples in
             ``subgraph["user"]`` / ``subgraph["item"]``.
+        plan: the seed-restricted propagation matrices of the subgraph
+            (:class:`~magnet_pyg.nn.seed_propagation.PropagationPlan`) when the sampler built
+            them, else ``None`` (:func:`~magnet_pyg.nn.seed_propagation.encode_seeds` then
+            builds them).
     """
     users: Tensor
     pos: Tensor
@@ -66,6 +70,7 @@ class SampledBatch:
     users_local: Tensor
     pos_local: Tensor
     neg_local: Tensor
+    plan: Any = None
 
     @property
     def num_sub_users(self) -> int:
@@ -85,13 +90,29 @@ class SampledBatch:
 
     def seeds(self) -> Tensor:
         """Sorted unique local rows of all seeds."""
+        if self.plan is not None:
+            return self.plan.seeds
         return torch.cat(self.seed_rows()).unique()
+
+    def seed_index(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """``[B]`` positions of the users, positives and negatives among :meth:`seeds` (the
+        rows of :func:`~magnet_pyg.nn.seed_propagation.encode_seeds` outputs)."""
+        seeds = self.seeds()
+        return tuple(torch.searchsorted(seeds, r) for r in self.seed_rows())
 
     def to(self, device, non_blocking: bool = False) -> "SampledBatch":
         mv = lambda t: t.to(device, non_blocking=non_blocking)
         return SampledBatch(mv(self.users), mv(self.pos), mv(self.neg),
                             self.subgraph.to(device, non_blocking=non_blocking),
-                            mv(self.users_local), mv(self.pos_local), mv(self.neg_local))
+                            mv(self.users_local), mv(self.pos_local), mv(self.neg_local),
+                            None if self.plan is None else self.plan.to(device, non_blocking))
+
+    def pin_memory(self) -> "SampledBatch":
+        """The batch in page-locked memory (what a ``DataLoader`` with ``pin_memory=True`` calls)."""
+        return SampledBatch(self.users.pin_memory(), self.pos.pin_memory(), self.neg.pin_memory(),
+                            self.subgraph.pin_memory(), self.users_local.pin_memory(),
+                            self.pos_local.pin_memory(), self.neg_local.pin_memory(),
+                            None if self.plan is None else self.plan.pin_memory())
 
 
 @dataclass

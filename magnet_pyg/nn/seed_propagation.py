@@ -1,0 +1,217 @@
+r"""LightGCN propagation over a sampled subgraph restricted to what the seeds need
+(MAGNET Section 3.2.3, the sampled counterpart of Eq. 4-6).
+
+A sampled batch's loss reads the propagated embeddings of its seeds only (its users,
+positives and negatives). Layer :math:`\ell` of an ``L``-layer propagation therefore only has
+to update the nodes within :math:`L - \ell` hops of a seed, :math:`R_\ell`, from the previous
+layer's rows :math:`R_{\ell-1}` (:math:`R_0`: every node of the subgraph), and the layer mean
+(Eq. 5) only the seeds:
+
+.. math::
+    \mathbf X_\ell = A_\ell\,\mathbf X_{\ell-1}, \quad
+    A_\ell \in \mathbb R^{|R_\ell| \times |R_{\ell-1}|}, \qquad
+    \mathbf z_S = \tfrac{1}{L+1}\sum_{\ell=0}^{L} \mathbf X_\ell[S].
+
+:func:`propagation_plan` builds the matrices :math:`A_\ell` (and their transposes for the
+backward pass) of each view from the sampled subgraph alone, so that the neighbour sampler can
+build them in its worker processes along with the subgraph
+(:class:`~magnet_pyg.train.sampled.SubgraphSampler`); :func:`encode_seeds` runs the encoder
+on them. The entries of every matrix are those of
+:func:`~magnet_pyg.nn.subgraph.propagate_subgraph` (weights of
+:func:`~magnet_pyg.nn.subgraph.view_subgraph`, rows in the same entry order), without the
+rows that cannot reach a seed: each seed's embedding is the one of
+:func:`~magnet_pyg.nn.subgraph.encode_batch`, bit for bit, at a fraction of the cost (the
+``[N_sub, d]`` products, sums and their gradients of the unrestricted propagation dominate a
+sampled step on large graphs).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .adjacency import sparse_mm
+from .indexing import gather_rows
+from .subgraph import (VIEW_RELATIONS, SampledBatch, batch_embeddings, encode_batch, hop_levels,
+                       propagation_orders, view_subgraph)
+
+__all__ = ["LayerMatrices", "ViewPlan", "PropagationPlan", "propagation_plan", "encode_seeds"]
+
+
+def _csr(crow: Tensor, col: Tensor, value: Tensor, shape: Tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(crow, col, value, shape, check_invariants=False)
+
+
+def _crow(row: Tensor, num_rows: int) -> Tensor:
+    crow = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=num_rows), 0)
+    return crow
+
+
+@dataclass
+class LayerMatrices:
+    """CSR parts of one layer's ``[n_out, n_in]`` matrix :math:`A_\\ell` (``crow``, ``col``,
+    ``value``) and of its transpose (``crow_t``, ``col_t``, ``value_t``)."""
+    crow: Tensor
+    col: Tensor
+    value: Tensor
+    crow_t: Tensor
+    col_t: Tensor
+    value_t: Tensor
+    num_out: int
+    num_in: int
+
+    def matrices(self) -> Tuple[Tensor, Tensor]:
+        """``(A, A^T)`` as sparse CSR tensors (sharing these parts)."""
+        return (_csr(self.crow, self.col, self.value, (self.num_out, self.num_in)),
+                _csr(self.crow_t, self.col_t, self.value_t, (self.num_in, self.num_out)))
+
+    def to(self, device, non_blocking: bool = False) -> "LayerMatrices":
+        mv = lambda t: t.to(device, non_blocking=non_blocking)
+        return LayerMatrices(mv(self.crow), mv(self.col), mv(self.value), mv(self.crow_t),
+                             mv(self.col_t), mv(self.value_t), self.num_out, self.num_in)
+
+    def pin_memory(self) -> "LayerMatrices":
+        return LayerMatrices(self.crow.pin_memory(), self.col.pin_memory(), self.value.pin_memory(),
+                             self.crow_t.pin_memory(), self.col_t.pin_memory(),
+                             self.value_t.pin_memory(), self.num_out, self.num_in)
+
+
+@dataclass
+class ViewPlan:
+    """The ``L`` layers of one view and, per layer ``l = 1..L-1``, the positions of the seeds
+    among that layer's rows :math:`R_\\ell` (the rows of layer ``L`` are the seeds, in order)."""
+    layers: List[LayerMatrices]
+    seed_rows: List[Tensor]
+
+    def to(self, device, non_blocking: bool = False) -> "ViewPlan":
+        return ViewPlan([m.to(device, non_blocking) for m in self.layers],
+                        [t.to(device, non_blocking=non_blocking) for t in self.seed_rows])
+
+    def pin_memory(self) -> "ViewPlan":
+        return ViewPlan([m.pin_memory() for m in self.layers], [t.pin_memory() for t in self.seed_rows])
+
+
+@dataclass
+class PropagationPlan:
+    """What :func:`encode_seeds` multiplies for one sampled batch: a :class:`ViewPlan` per view,
+    for ``num_layers`` layers and the edge weights of ``rescale``; ``seeds`` are the batch's
+    :meth:`~magnet_pyg.nn.subgraph.SampledBatch.seeds`."""
+    views: Dict[str, ViewPlan]
+    num_layers: int
+    rescale: bool
+    seeds: Tensor
+
+    def covers(self, views: Sequence[str], num_layers: int, rescale: bool) -> bool:
+        return (int(num_layers) == self.num_layers and bool(rescale) == self.rescale
+                and all(v in self.views for v in views))
+
+    def to(self, device, non_blocking: bool = False) -> "PropagationPlan":
+        return PropagationPlan({v: p.to(device, non_blocking) for v, p in self.views.items()},
+                               self.num_layers, self.rescale,
+                               self.seeds.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "PropagationPlan":
+        return PropagationPlan({v: p.pin_memory() for v, p in self.views.items()}, self.num_layers,
+                               self.rescale, self.seeds.pin_memory())
+
+
+def _view_plan(edge_index: Tensor, weight: Tensor, num_nodes: int, seeds: Tensor, num_layers: int,
+               orders: Tuple[Tensor, Tensor]) -> ViewPlan:
+    src, dst = edge_index
+    p_f, p_b = orders
+    # hop distance of every node to the seeds, exact up to L - 1 (farther: L)
+    level = hop_levels(num_nodes, edge_index, seeds, num_layers - 1)
+    layers, seed_rows = [], []
+    prev: Optional[Tensor] = None          # positions in R_{l-1} (None: R_0, every node)
+    num_in = num_nodes
+    for l in range(1, num_layers + 1):
+        keep = level <= num_layers - l    # R_l
+        pos = torch.cumsum(keep, 0) - 1
+        num_out = int(keep.sum())
+        into = keep[dst]                  # the edges into R_l (their sources lie in R_{l-1})
+        e_f, e_b = p_f[into[p_f]], p_b[into[p_b]]
+        col_f, row_b = src[e_f], src[e_b]
+        if prev is not None:
+            col_f, row_b = prev[col_f], prev[row_b]
+        layers.append(LayerMatrices(_crow(pos[dst[e_f]], num_out), col_f, weight[e_f],
+                                    _crow(row_b, num_in), pos[dst[e_b]], weight[e_b], num_out, num_in))
+        if l < num_layers:
+            seed_rows.append(pos[seeds])
+        prev, num_in = pos, num_out
+    return ViewPlan(layers, seed_rows)
+
+
+def propagation_plan(batch: SampledBatch, views: Sequence[str], num_layers: int,
+                     rescale: bool = True) -> PropagationPlan:
+    """The :class:`PropagationPlan` of ``batch`` (see the module docstring): the edges and
+    weights of each view (:func:`~magnet_pyg.nn.subgraph.view_subgraph`), ordered as in
+    :func:`~magnet_pyg.nn.subgraph.propagate_subgraph` (the observed view's entries being a
+    prefix of the augmented view's, both share one sort), restricted layer by layer to the
+    rows that reach a seed."""
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    sub = batch.subgraph
+    n = batch.num_sub_users + int(sub["item"].num_nodes)
+    seeds = batch.seeds()
+    edges = {v: view_subgraph(sub, v, rescale) for v in views}
+    orders: Dict[str, Tuple[Tensor, Tensor]] = {}
+    if "ui" in edges and "uig" in edges:
+        (ei_a, _), (ei_b, _) = edges["ui"], edges["uig"]
+        e = ei_a.size(1)
+        if ei_b.size(1) >= e and torch.equal(ei_b[:, :e], ei_a):
+            p_f, p_b = propagation_orders(ei_b, n)
+            orders = {"ui": (p_f[p_f < e], p_b[p_b < e]), "uig": (p_f, p_b)}
+    plans = {}
+    for v, (ei, w) in edges.items():
+        o = orders.get(v) or propagation_orders(ei, n)
+        plans[v] = _view_plan(ei, w, n, seeds, num_layers, o)
+    return PropagationPlan(plans, int(num_layers), bool(rescale), seeds)
+
+
+def encode_seeds(encoder, batch: SampledBatch, views: Sequence[str] = ("ui",), rescale: bool = True
+                 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    r"""Dual-view encoder (Eq. 4-6) of :class:`~magnet_pyg.nn.DualViewEncoder` on the seeds of
+    ``batch``: the rows :meth:`~magnet_pyg.nn.subgraph.SampledBatch.seeds` of
+    :func:`~magnet_pyg.nn.subgraph.encode_batch`, bit for bit (index them with
+    :meth:`~magnet_pyg.nn.subgraph.SampledBatch.seed_index`). Uses the batch's
+    :attr:`~magnet_pyg.nn.subgraph.SampledBatch.plan` when it covers ``views``, the encoder's
+    layers and ``rescale``, else builds one (:func:`propagation_plan`). An encoder with
+    ``propagation="lgconv"`` goes through :func:`~magnet_pyg.nn.subgraph.encode_batch`.
+
+    Returns:
+        ``(z, z_ui, z_uig)``, each ``[S, d]``; ``z_uig`` is ``None`` and ``z`` is ``z_ui`` for
+        one view.
+    """
+    unknown = [v for v in views if v not in VIEW_RELATIONS]
+    if unknown:
+        raise ValueError(f"unknown views {unknown}, expected some of {sorted(VIEW_RELATIONS)}")
+    num_layers = encoder.num_layers
+    if encoder.propagation != "spmm" or num_layers == 0:
+        seeds = batch.seeds()
+        return tuple(None if z is None else z[seeds] for z in encode_batch(encoder, batch, views, rescale))
+    plan = batch.plan
+    if plan is None or not plan.covers(views, num_layers, rescale):
+        plan = propagation_plan(batch, views, num_layers, rescale)
+    x0 = batch_embeddings(encoder.embedding.weight, encoder.num_users, batch)
+    zs = []
+    for v in views:
+        vp = plan.views[v]
+        x, out = x0, None
+        for l, layer in enumerate(vp.layers):
+            a, a_t = layer.matrices()
+            x = sparse_mm(a, x, adj_t=a_t)
+            if out is None:
+                # the layer-0 rows are gathered after the first product so that the backward
+                # pass adds the gradients of x0 in encode_batch's order (bit-identical gradients)
+                out = gather_rows(x0, plan.seeds)
+            out = out + (x if l == num_layers - 1 else gather_rows(x, vp.seed_rows[l]))
+        zs.append(out / (num_layers + 1))
+    if len(zs) == 1:
+        return zs[0], zs[0], None
+    return 0.5 * (zs[0] + zs[1]), zs[0], zs[1]
