@@ -32,11 +32,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-from .adjacency import sparse_mm
-from .indexing import gather_rows
-from .subgraph import (VIEW_RELATIONS, SampledBatch, batch_embeddings, encode_batch, hop_levels,
-                       propagation_orders, view_subgraph)
+from .subgraph import (VIEW_RELATIONS, SampledBatch, encode_batch, hop_levels, propagation_orders,
+                       view_subgraph)
 
 __all__ = ["LayerMatrices", "ViewPlan", "PropagationPlan", "propagation_plan", "encode_seeds"]
 
@@ -66,10 +65,20 @@ class LayerMatrices:
     num_out: int
     num_in: int
 
+    def matrix(self, columns: Optional[Tensor] = None, num_columns: Optional[int] = None) -> Tensor:
+        """:math:`A_\\ell` as a sparse CSR tensor; with ``columns``, its column ``j`` becomes
+        column ``columns[j]`` of a ``[n_out, num_columns]`` matrix (same entries, same order)."""
+        if columns is None:
+            return _csr(self.crow, self.col, self.value, (self.num_out, self.num_in))
+        return _csr(self.crow, columns[self.col], self.value, (self.num_out, int(num_columns)))
+
+    def matrix_t(self) -> Tensor:
+        """:math:`A_\\ell^\\top` as a sparse CSR tensor."""
+        return _csr(self.crow_t, self.col_t, self.value_t, (self.num_in, self.num_out))
+
     def matrices(self) -> Tuple[Tensor, Tensor]:
         """``(A, A^T)`` as sparse CSR tensors (sharing these parts)."""
-        return (_csr(self.crow, self.col, self.value, (self.num_out, self.num_in)),
-                _csr(self.crow_t, self.col_t, self.value_t, (self.num_in, self.num_out)))
+        return self.matrix(), self.matrix_t()
 
     def to(self, device, non_blocking: bool = False) -> "LayerMatrices":
         mv = lambda t: t.to(device, non_blocking=non_blocking)
@@ -127,6 +136,7 @@ def _view_plan(edge_index: Tensor, weight: Tensor, num_nodes: int, seeds: Tensor
     p_f, p_b = orders
     # hop distance of every node to the seeds, exact up to L - 1 (farther: L)
     level = hop_levels(num_nodes, edge_index, seeds, num_layers - 1)
+    dst_level = level.index_select(0, dst)
     layers, seed_rows = [], []
     prev: Optional[Tensor] = None          # positions in R_{l-1} (None: R_0, every node)
     num_in = num_nodes
@@ -134,15 +144,21 @@ def _view_plan(edge_index: Tensor, weight: Tensor, num_nodes: int, seeds: Tensor
         keep = level <= num_layers - l    # R_l
         pos = torch.cumsum(keep, 0) - 1
         num_out = int(keep.sum())
-        into = keep[dst]                  # the edges into R_l (their sources lie in R_{l-1})
-        e_f, e_b = p_f[into[p_f]], p_b[into[p_b]]
-        col_f, row_b = src[e_f], src[e_b]
+        into = dst_level <= num_layers - l   # the edges into R_l (their sources lie in R_{l-1})
+        if bool(into.all()):
+            e_f, e_b = p_f, p_b
+        else:
+            e_f, e_b = p_f[into.index_select(0, p_f)], p_b[into.index_select(0, p_b)]
+        col_f, row_b = src.index_select(0, e_f), src.index_select(0, e_b)
         if prev is not None:
-            col_f, row_b = prev[col_f], prev[row_b]
-        layers.append(LayerMatrices(_crow(pos[dst[e_f]], num_out), col_f, weight[e_f],
-                                    _crow(row_b, num_in), pos[dst[e_b]], weight[e_b], num_out, num_in))
+            col_f, row_b = prev.index_select(0, col_f), prev.index_select(0, row_b)
+        row_f = pos.index_select(0, dst.index_select(0, e_f))
+        col_b = pos.index_select(0, dst.index_select(0, e_b))
+        layers.append(LayerMatrices(_crow(row_f, num_out), col_f, weight.index_select(0, e_f),
+                                    _crow(row_b, num_in), col_b, weight.index_select(0, e_b),
+                                    num_out, num_in))
         if l < num_layers:
-            seed_rows.append(pos[seeds])
+            seed_rows.append(pos.index_select(0, seeds))
         prev, num_in = pos, num_out
     return ViewPlan(layers, seed_rows)
 
@@ -174,15 +190,74 @@ def propagation_plan(batch: SampledBatch, views: Sequence[str], num_layers: int,
     return PropagationPlan(plans, int(num_layers), bool(rescale), seeds)
 
 
+def _mm(a: Tensor, x: Tensor) -> Tensor:
+    """``a @ x`` for a sparse CSR ``a``, written straight into its result (``torch.sparse.mm``
+    fills a zero matrix and copies it into the result first; the product is the same)."""
+    out = torch.empty(a.size(0), x.size(1), dtype=x.dtype, device=x.device)
+    return torch.addmm(out, a, x, beta=0, out=out)
+
+
+class _SeedPropagation(torch.autograd.Function):
+    r"""The layers and layer means of :func:`encode_seeds` for every view, reading the layer-0
+    rows straight from the ``[U + I, d]`` embedding table: layer 1 multiplies the table with
+    :math:`A_1` relabelled to global columns (no ``[N_sub, d]`` gather), and the backward pass
+    builds the table's gradient once. It adds the gradient contributions of the subgraph's
+    rows in the order in which autograd adds them for
+    :func:`~magnet_pyg.nn.subgraph.encode_batch` (per view, the augmented one first: the
+    layer-0 rows of the layer mean, then :math:`A_1^\top \mathbf g_1`), so that the gradient
+    is bit-identical to it."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, node_ids: Tensor, plan: "PropagationPlan",  # type: ignore[override]
+                views: Tuple[str, ...]) -> Tuple[Tensor, ...]:
+        num_layers = plan.num_layers
+        x0_seeds = weight.index_select(0, node_ids.index_select(0, plan.seeds))
+        outs = []
+        for v in views:
+            vp = plan.views[v]
+            x, out = weight, x0_seeds
+            for l, layer in enumerate(vp.layers):
+                a = layer.matrix(node_ids, weight.size(0)) if l == 0 else layer.matrix()
+                x = _mm(a, x)
+                out = out + (x if l == num_layers - 1 else x.index_select(0, vp.seed_rows[l]))
+            outs.append(out / (num_layers + 1))
+        ctx.plan, ctx.views, ctx.node_ids = plan, views, node_ids
+        ctx.weight_shape, ctx.weight_dtype = weight.shape, weight.dtype
+        return tuple(outs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads: Tensor):  # type: ignore[override]
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        plan, num_layers = ctx.plan, ctx.plan.num_layers
+        grad_x0: Optional[Tensor] = None                  # [N_sub, d]
+        for v, grad in reversed(list(zip(ctx.views, grads))):
+            vp = plan.views[v]
+            grad_out = grad / (num_layers + 1)
+            grad_x = grad_out                             # layer L: the seeds
+            for l in range(num_layers - 1, 0, -1):        # layers L-1..1, rows R_l
+                grad_x = _mm(vp.layers[l].matrix_t(), grad_x)
+                grad_x.index_add_(0, vp.seed_rows[l - 1], grad_out)
+            if grad_x0 is None:
+                grad_x0 = _mm(vp.layers[0].matrix_t(), grad_x).index_add_(0, plan.seeds, grad_out)
+            else:   # (previous + layer-0 rows) + A_1^T g_1, the product summed before it is added
+                grad_x0.index_add_(0, plan.seeds, grad_out)
+                torch.addmm(grad_x0, vp.layers[0].matrix_t(), grad_x, out=grad_x0)
+        grad_weight = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_x0.device)
+        return grad_weight.index_copy_(0, ctx.node_ids, grad_x0), None, None, None
+
+
 def encode_seeds(encoder, batch: SampledBatch, views: Sequence[str] = ("ui",), rescale: bool = True
                  ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     r"""Dual-view encoder (Eq. 4-6) of :class:`~magnet_pyg.nn.DualViewEncoder` on the seeds of
     ``batch``: the rows :meth:`~magnet_pyg.nn.subgraph.SampledBatch.seeds` of
-    :func:`~magnet_pyg.nn.subgraph.encode_batch`, bit for bit (index them with
-    :meth:`~magnet_pyg.nn.subgraph.SampledBatch.seed_index`). Uses the batch's
-    :attr:`~magnet_pyg.nn.subgraph.SampledBatch.plan` when it covers ``views``, the encoder's
-    layers and ``rescale``, else builds one (:func:`propagation_plan`). An encoder with
-    ``propagation="lgconv"`` goes through :func:`~magnet_pyg.nn.subgraph.encode_batch`.
+    :func:`~magnet_pyg.nn.subgraph.encode_batch`, and the gradient of the embedding table, bit
+    for bit (index the rows with :meth:`~magnet_pyg.nn.subgraph.SampledBatch.seed_index`).
+    Uses the batch's :attr:`~magnet_pyg.nn.subgraph.SampledBatch.plan` when it covers
+    ``views``, the encoder's layers and ``rescale``, else builds one (:func:`propagation_plan`).
+    An encoder with ``propagation="lgconv"`` goes through
+    :func:`~magnet_pyg.nn.subgraph.encode_batch`.
 
     Returns:
         ``(z, z_ui, z_uig)``, each ``[S, d]``; ``z_uig`` is ``None`` and ``z`` is ``z_ui`` for
@@ -198,20 +273,8 @@ def encode_seeds(encoder, batch: SampledBatch, views: Sequence[str] = ("ui",), r
     plan = batch.plan
     if plan is None or not plan.covers(views, num_layers, rescale):
         plan = propagation_plan(batch, views, num_layers, rescale)
-    x0 = batch_embeddings(encoder.embedding.weight, encoder.num_users, batch)
-    zs = []
-    for v in views:
-        vp = plan.views[v]
-        x, out = x0, None
-        for l, layer in enumerate(vp.layers):
-            a, a_t = layer.matrices()
-            x = sparse_mm(a, x, adj_t=a_t)
-            if out is None:
-                # the layer-0 rows are gathered after the first product so that the backward
-                # pass adds the gradients of x0 in encode_batch's order (bit-identical gradients)
-                out = gather_rows(x0, plan.seeds)
-            out = out + (x if l == num_layers - 1 else gather_rows(x, vp.seed_rows[l]))
-        zs.append(out / (num_layers + 1))
+    node_ids = batch.node_ids(encoder.num_users)
+    zs = _SeedPropagation.apply(encoder.embedding.weight, node_ids, plan, tuple(views))
     if len(zs) == 1:
         return zs[0], zs[0], None
     return 0.5 * (zs[0] + zs[1]), zs[0], zs[1]
