@@ -111,8 +111,12 @@ def test_subgraph_sampler_batch_holds_what_the_losses_read(graph):
         if rescale is None:
             assert b.plan is None
         else:
-            assert b.plan.covers(("ui", "uig"), 2, rescale) and not b.plan.covers(("ui",), 2, not rescale)
+            U, I = num_users(d), num_items(d)
+            assert b.plan.covers(("ui", "uig"), 2, rescale, U, I) and b.plan.covers(("ui",), 2, rescale, U, I)
+            assert not b.plan.covers(("ui",), 2, not rescale, U, I)
+            assert not b.plan.covers(("ui",), 3, rescale, U, I) and not b.plan.covers(("ui",), 2, rescale, U, I + 1)
             assert torch.equal(b.plan.seeds, torch.cat(b.seed_rows()).unique())
+            assert torch.equal(b.plan.seed_ids, b.node_ids(U)[b.plan.seeds])
         u_i, p_i, n_i = b.seed_index()
         assert torch.equal(b.seeds()[u_i], b.users_local)
         assert torch.equal(b.seeds()[n_i], b.num_sub_users + b.neg_local)

@@ -34,8 +34,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .subgraph import (VIEW_RELATIONS, SampledBatch, encode_batch, hop_levels, propagation_orders,
-                       view_subgraph)
+from .subgraph import VIEW_RELATIONS, SampledBatch, _order, encode_batch, hop_levels, view_subgraph
 
 __all__ = ["LayerMatrices", "ViewPlan", "PropagationPlan", "propagation_plan", "encode_seeds"]
 
@@ -65,12 +64,9 @@ class LayerMatrices:
     num_out: int
     num_in: int
 
-    def matrix(self, columns: Optional[Tensor] = None, num_columns: Optional[int] = None) -> Tensor:
-        """:math:`A_\\ell` as a sparse CSR tensor; with ``columns``, its column ``j`` becomes
-        column ``columns[j]`` of a ``[n_out, num_columns]`` matrix (same entries, same order)."""
-        if columns is None:
-            return _csr(self.crow, self.col, self.value, (self.num_out, self.num_in))
-        return _csr(self.crow, columns[self.col], self.value, (self.num_out, int(num_columns)))
+    def matrix(self) -> Tensor:
+        """:math:`A_\\ell` as a sparse CSR tensor."""
+        return _csr(self.crow, self.col, self.value, (self.num_out, self.num_in))
 
     def matrix_t(self) -> Tensor:
         """:math:`A_\\ell^\\top` as a sparse CSR tensor."""
@@ -109,31 +105,51 @@ class ViewPlan:
 @dataclass
 class PropagationPlan:
     """What :func:`encode_seeds` multiplies for one sampled batch: a :class:`ViewPlan` per view,
-    for ``num_layers`` layers and the edge weights of ``rescale``; ``seeds`` are the batch's
-    :meth:`~magnet_pyg.nn.subgraph.SampledBatch.seeds`."""
+    for ``num_layers`` layers and the edge weights of ``rescale``. Layer 1 reads the
+    ``[U + I, d]`` embedding table itself: its columns (the rows of its transpose) are the
+    global node ids (users ``0..U-1``, items ``U..U+I-1``). ``seeds`` are the batch's
+    :meth:`~magnet_pyg.nn.subgraph.SampledBatch.seeds` (local rows), ``seed_ids`` their
+    global ids."""
     views: Dict[str, ViewPlan]
     num_layers: int
     rescale: bool
+    num_users: int
+    num_items: int
     seeds: Tensor
+    seed_ids: Tensor
 
-    def covers(self, views: Sequence[str], num_layers: int, rescale: bool) -> bool:
+    def covers(self, views: Sequence[str], num_layers: int, rescale: bool, num_users: int,
+               num_items: int) -> bool:
+        """Whether the plan serves these views, layers, rescaling and embedding table."""
         return (int(num_layers) == self.num_layers and bool(rescale) == self.rescale
+                and (int(num_users), int(num_items)) == (self.num_users, self.num_items)
                 and all(v in self.views for v in views))
 
+    def _apply(self, fn) -> "PropagationPlan":
+        return PropagationPlan({v: fn(p) for v, p in self.views.items()}, self.num_layers,
+                               self.rescale, self.num_users, self.num_items, fn(self.seeds),
+                               fn(self.seed_ids))
+
     def to(self, device, non_blocking: bool = False) -> "PropagationPlan":
-        return PropagationPlan({v: p.to(device, non_blocking) for v, p in self.views.items()},
-                               self.num_layers, self.rescale,
-                               self.seeds.to(device, non_blocking=non_blocking))
+        return self._apply(lambda x: x.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "PropagationPlan":
-        return PropagationPlan({v: p.pin_memory() for v, p in self.views.items()}, self.num_layers,
-                               self.rescale, self.seeds.pin_memory())
+        return self._apply(lambda x: x.pin_memory())
 
 
-def _view_plan(edge_index: Tensor, weight: Tensor, num_nodes: int, seeds: Tensor, num_layers: int,
-               orders: Tuple[Tensor, Tensor]) -> ViewPlan:
+def _stable_order(key: Tensor) -> Tensor:
+    """Stable ascending order of a non-negative integer key (sorted as 32 bits when it fits)."""
+    if key.numel() and int(key.max()) < 2 ** 31:
+        key = key.to(torch.int32)
+    return torch.sort(key, stable=True)[1]
+
+
+def _view_plan(edge_index: Tensor, weight: Tensor, node_ids: Tensor, num_global: int, seeds: Tensor,
+               num_layers: int, forward: Tensor, backward_1: Tensor) -> ViewPlan:
+    """The :class:`ViewPlan` of one view's edges, given their (destination, source) order
+    ``forward`` and, for layer 1, their (global source id, destination) order ``backward_1``."""
     src, dst = edge_index
-    p_f, p_b = orders
+    num_nodes = node_ids.numel()
     # hop distance of every node to the seeds, exact up to L - 1 (farther: L)
     level = hop_levels(num_nodes, edge_index, seeds, num_layers - 1)
     dst_level = level.index_select(0, dst)
@@ -145,14 +161,16 @@ def _view_plan(edge_index: Tensor, weight: Tensor, num_nodes: int, seeds: Tensor
         pos = torch.cumsum(keep, 0) - 1
         num_out = int(keep.sum())
         into = dst_level <= num_layers - l   # the edges into R_l (their sources lie in R_{l-1})
-        if bool(into.all()):
-            e_f, e_b = p_f, p_b
-        else:
-            e_f, e_b = p_f[into.index_select(0, p_f)], p_b[into.index_select(0, p_b)]
-        col_f, row_b = src.index_select(0, e_f), src.index_select(0, e_b)
-        if prev is not None:
-            col_f, row_b = prev.index_select(0, col_f), prev.index_select(0, row_b)
-        row_f = pos.index_select(0, dst.index_select(0, e_f))
+        every = bool(into.all())
+        e_f = forward if every else forward[into.index_select(0, forward)]
+        row_f, col_f = pos.index_select(0, dst.index_select(0, e_f)), src.index_select(0, e_f)
+        if prev is None:                  # layer 1 reads the embedding table's rows
+            e_b = backward_1 if every else backward_1[into.index_select(0, backward_1)]
+            col_f, row_b = node_ids.index_select(0, col_f), node_ids.index_select(0, src.index_select(0, e_b))
+            num_in = num_global
+        else:                             # rows of R_{l-1}, in the order of their local ids
+            e_b = e_f.index_select(0, _stable_order(col_f))
+            col_f, row_b = prev.index_select(0, col_f), prev.index_select(0, src.index_select(0, e_b))
         col_b = pos.index_select(0, dst.index_select(0, e_b))
         layers.append(LayerMatrices(_crow(row_f, num_out), col_f, weight.index_select(0, e_f),
                                     _crow(row_b, num_in), col_b, weight.index_select(0, e_b),
@@ -163,10 +181,11 @@ def _view_plan(edge_index: Tensor, weight: Tensor, num_nodes: int, seeds: Tensor
     return ViewPlan(layers, seed_rows)
 
 
-def propagation_plan(batch: SampledBatch, views: Sequence[str], num_layers: int,
-                     rescale: bool = True) -> PropagationPlan:
-    """The :class:`PropagationPlan` of ``batch`` (see the module docstring): the edges and
-    weights of each view (:func:`~magnet_pyg.nn.subgraph.view_subgraph`), ordered as in
+def propagation_plan(batch: SampledBatch, views: Sequence[str], num_layers: int, rescale: bool,
+                     num_users: int, num_items: int) -> PropagationPlan:
+    """The :class:`PropagationPlan` of ``batch`` (see the module docstring) for an embedding
+    table of ``num_users + num_items`` rows: the edges and weights of each view
+    (:func:`~magnet_pyg.nn.subgraph.view_subgraph`), ordered as in
     :func:`~magnet_pyg.nn.subgraph.propagate_subgraph` (the observed view's entries being a
     prefix of the augmented view's, both share one sort), restricted layer by layer to the
     rows that reach a seed."""
@@ -175,19 +194,27 @@ def propagation_plan(batch: SampledBatch, views: Sequence[str], num_layers: int,
     sub = batch.subgraph
     n = batch.num_sub_users + int(sub["item"].num_nodes)
     seeds = batch.seeds()
+    node_ids = batch.node_ids(num_users)
     edges = {v: view_subgraph(sub, v, rescale) for v in views}
-    orders: Dict[str, Tuple[Tensor, Tensor]] = {}
+
+    def orders(ei: Tensor) -> Tuple[Tensor, Tensor]:
+        forward = _order(ei[1], ei[0], n)
+        return forward, forward.index_select(
+            0, _stable_order(node_ids.index_select(0, ei[0].index_select(0, forward))))
+
+    shared: Dict[str, Tuple[Tensor, Tensor]] = {}
     if "ui" in edges and "uig" in edges:
         (ei_a, _), (ei_b, _) = edges["ui"], edges["uig"]
         e = ei_a.size(1)
         if ei_b.size(1) >= e and torch.equal(ei_b[:, :e], ei_a):
-            p_f, p_b = propagation_orders(ei_b, n)
-            orders = {"ui": (p_f[p_f < e], p_b[p_b < e]), "uig": (p_f, p_b)}
+            p_f, p_b = orders(ei_b)
+            shared = {"ui": (p_f[p_f < e], p_b[p_b < e]), "uig": (p_f, p_b)}
     plans = {}
     for v, (ei, w) in edges.items():
-        o = orders.get(v) or propagation_orders(ei, n)
-        plans[v] = _view_plan(ei, w, n, seeds, num_layers, o)
-    return PropagationPlan(plans, int(num_layers), bool(rescale), seeds)
+        p_f, p_b = shared.get(v) or orders(ei)
+        plans[v] = _view_plan(ei, w, node_ids, num_users + num_items, seeds, num_layers, p_f, p_b)
+    return PropagationPlan(plans, int(num_layers), bool(rescale), int(num_users), int(num_items),
+                           seeds, node_ids.index_select(0, seeds))
 
 
 def _mm(a: Tensor, x: Tensor) -> Tensor:
@@ -199,39 +226,36 @@ def _mm(a: Tensor, x: Tensor) -> Tensor:
 
 class _SeedPropagation(torch.autograd.Function):
     r"""The layers and layer means of :func:`encode_seeds` for every view, reading the layer-0
-    rows straight from the ``[U + I, d]`` embedding table: layer 1 multiplies the table with
-    :math:`A_1` relabelled to global columns (no ``[N_sub, d]`` gather), and the backward pass
-    builds the table's gradient once. It adds the gradient contributions of the subgraph's
-    rows in the order in which autograd adds them for
+    rows straight from the ``[U + I, d]`` embedding table (layer 1 multiplies the table, no
+    ``[N_sub, d]`` gather), and writing the table's gradient in one product per view. It adds
+    the gradient contributions in the order in which autograd adds them for
     :func:`~magnet_pyg.nn.subgraph.encode_batch` (per view, the augmented one first: the
     layer-0 rows of the layer mean, then :math:`A_1^\top \mathbf g_1`), so that the gradient
     is bit-identical to it."""
 
     @staticmethod
-    def forward(ctx, weight: Tensor, node_ids: Tensor, plan: "PropagationPlan",  # type: ignore[override]
+    def forward(ctx, weight: Tensor, plan: "PropagationPlan",  # type: ignore[override]
                 views: Tuple[str, ...]) -> Tuple[Tensor, ...]:
         num_layers = plan.num_layers
-        x0_seeds = weight.index_select(0, node_ids.index_select(0, plan.seeds))
+        x0_seeds = weight.index_select(0, plan.seed_ids)
         outs = []
         for v in views:
             vp = plan.views[v]
             x, out = weight, x0_seeds
             for l, layer in enumerate(vp.layers):
-                a = layer.matrix(node_ids, weight.size(0)) if l == 0 else layer.matrix()
-                x = _mm(a, x)
+                x = _mm(layer.matrix(), x)
                 out = out + (x if l == num_layers - 1 else x.index_select(0, vp.seed_rows[l]))
             outs.append(out / (num_layers + 1))
-        ctx.plan, ctx.views, ctx.node_ids = plan, views, node_ids
-        ctx.weight_shape, ctx.weight_dtype = weight.shape, weight.dtype
+        ctx.plan, ctx.views = plan, views
         return tuple(outs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads: Tensor):  # type: ignore[override]
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None
         plan, num_layers = ctx.plan, ctx.plan.num_layers
-        grad_x0: Optional[Tensor] = None                  # [N_sub, d]
+        grad_weight: Optional[Tensor] = None              # [U + I, d]
         for v, grad in reversed(list(zip(ctx.views, grads))):
             vp = plan.views[v]
             grad_out = grad / (num_layers + 1)
@@ -239,13 +263,12 @@ class _SeedPropagation(torch.autograd.Function):
             for l in range(num_layers - 1, 0, -1):        # layers L-1..1, rows R_l
                 grad_x = _mm(vp.layers[l].matrix_t(), grad_x)
                 grad_x.index_add_(0, vp.seed_rows[l - 1], grad_out)
-            if grad_x0 is None:
-                grad_x0 = _mm(vp.layers[0].matrix_t(), grad_x).index_add_(0, plan.seeds, grad_out)
+            if grad_weight is None:
+                grad_weight = _mm(vp.layers[0].matrix_t(), grad_x).index_add_(0, plan.seed_ids, grad_out)
             else:   # (previous + layer-0 rows) + A_1^T g_1, the product summed before it is added
-                grad_x0.index_add_(0, plan.seeds, grad_out)
-                torch.addmm(grad_x0, vp.layers[0].matrix_t(), grad_x, out=grad_x0)
-        grad_weight = torch.zeros(ctx.weight_shape, dtype=ctx.weight_dtype, device=grad_x0.device)
-        return grad_weight.index_copy_(0, ctx.node_ids, grad_x0), None, None, None
+                grad_weight.index_add_(0, plan.seed_ids, grad_out)
+                torch.addmm(grad_weight, vp.layers[0].matrix_t(), grad_x, out=grad_weight)
+        return grad_weight, None, None
 
 
 def encode_seeds(encoder, batch: SampledBatch, views: Sequence[str] = ("ui",), rescale: bool = True
@@ -270,11 +293,12 @@ def encode_seeds(encoder, batch: SampledBatch, views: Sequence[str] = ("ui",), r
     if encoder.propagation != "spmm" or num_layers == 0:
         seeds = batch.seeds()
         return tuple(None if z is None else z[seeds] for z in encode_batch(encoder, batch, views, rescale))
+    weight = encoder.embedding.weight
+    num_users, num_items = encoder.num_users, weight.size(0) - encoder.num_users
     plan = batch.plan
-    if plan is None or not plan.covers(views, num_layers, rescale):
-        plan = propagation_plan(batch, views, num_layers, rescale)
-    node_ids = batch.node_ids(encoder.num_users)
-    zs = _SeedPropagation.apply(encoder.embedding.weight, node_ids, plan, tuple(views))
+    if plan is None or not plan.covers(views, num_layers, rescale, num_users, num_items):
+        plan = propagation_plan(batch, views, num_layers, rescale, num_users, num_items)
+    zs = _SeedPropagation.apply(weight, plan, tuple(views))
     if len(zs) == 1:
         return zs[0], zs[0], None
     return 0.5 * (zs[0] + zs[1]), zs[0], zs[1]

@@ -220,7 +220,9 @@ class SubgraphSampler:
             sub[et].edge_index = ei
         out = SampledBatch(users, pos, neg, sub, users_local, items_local[:b], items_local[b:])
         if self.rescale is not None:
-            out.plan = propagation_plan(out, self.views, len(self.num_neighbors), self.rescale)
+            out.plan = propagation_plan(out, self.views, len(self.num_neighbors), self.rescale,
+                                        self.neighbor_sampler.num_nodes[USER],
+                                        self.neighbor_sampler.num_nodes[ITEM])
         return out
 
     def loader(self, batches: Sequence[Triplet], **kwargs) -> torch.utils.data.DataLoader:
