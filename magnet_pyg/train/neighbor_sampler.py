@@ -97,6 +97,9 @@ class HeteroNeighborSampler:
         data: the graph; ``edge_index`` per edge type and ``num_nodes`` per node type.
         num_neighbors: fanout per hop (``-1`` = all), the same for every relation.
         share_memory: move the CSC tensors to shared memory (for loader worker processes).
+
+    One instance samples one subgraph at a time (it keeps per-node scratch maps between
+    calls): give every thread its own; loader worker processes each have their own copy.
     """
 
     def __init__(self, data: HeteroData, num_neighbors: Sequence[int], share_memory: bool = False):
