@@ -37,7 +37,7 @@ from magnet_pyg.data import (INDUCED, INDUCED_BY, modality_features, num_items, 
 from magnet_pyg.evaluate import Evaluator  # noqa: E402
 from magnet_pyg.evaluate.layerwise import layerwise_inference  # noqa: E402
 from magnet_pyg.models.magnet import MAGNET, PRESETS  # noqa: E402
-from magnet_pyg.train import LinkSampler  # noqa: E402
+from magnet_pyg.train import Adam, LinkSampler  # noqa: E402
 from magnet_pyg.train.sampled import check_fanout, prepare_sampled, sampled_loss  # noqa: E402
 
 
@@ -115,7 +115,7 @@ def main():
     model = MAGNET.from_preset(num_users(data), num_items(data), dims, "paper-electronics", view=args.view)
     graph = prepare_sampled(model, data, args.fanout, num_workers=args.workers)
     sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), args.batch_size)
-    opt = torch.optim.Adam(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
+    opt = Adam(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
     phase("prepare", t0)
 
     t0 = time.perf_counter()

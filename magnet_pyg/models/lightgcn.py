@@ -12,7 +12,9 @@ from ..nn.adjacency import bipartite_normalized_adjacency
 from ..nn.dual_view import DualViewEncoder
 from ..nn.layerwise import LayerwiseGraph, layerwise_propagate
 from ..nn.losses import bpr_loss, embedding_l2, triple_embedding_l2
-from ..nn.subgraph import SampledBatch, SampledGraph, encode_batch, triple_rows
+from ..nn.indexing import gather_rows
+from ..nn.seed_propagation import encode_seeds
+from ..nn.subgraph import SampledBatch, SampledGraph
 from .base import Logs, Recommender, SamplingSpec, dot_score
 from .config import model_config
 
@@ -78,8 +80,8 @@ class LightGCN(Recommender):
     def sampled_loss(self, graph: SampledGraph, batch: SampledBatch) -> Tuple[Tensor, Logs]:
         """:meth:`loss` on the batch's sampled subgraph (BPR on the seed embeddings plus the
         layer-0 L2 of the batch); equal to it with fanout ``-1``."""
-        z, _, _ = encode_batch(self.encoder, batch, ("ui",), graph.rescale)
-        u, p, n = triple_rows(z, batch)
+        z, _, _ = encode_seeds(self.encoder, batch, ("ui",), graph.rescale)
+        u, p, n = (gather_rows(z, r) for r in batch.seed_index())
         rec = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
         reg = triple_embedding_l2(self.encoder.embedding.weight, self.encoder.num_users,
                                   batch.users, batch.pos, batch.neg)

@@ -31,7 +31,8 @@ from ..nn.layerwise import LayerwiseGraph, layerwise_cues, layerwise_propagate
 from ..nn.losses import triple_embedding_l2, bpr_loss, confidence_loss, coverage_loss, view_infonce
 from ..nn.moe import FusionHead, MoEOutput, TripletMoEHead
 from ..nn.routing import EntropySchedule, routing_statistics
-from ..nn.subgraph import SampledBatch, SampledGraph, encode_batch, triple_rows, unique_rows
+from ..nn.seed_propagation import encode_seeds
+from ..nn.subgraph import SampledBatch, SampledGraph, unique_rows
 from .base import Logs, Recommender, SamplingSpec
 
 from .config import constructor_kwargs, model_config, suggestion, unknown_key_message
@@ -442,14 +443,15 @@ class MAGNET(Recommender):
         the seed embeddings and exact batch cues (:func:`~magnet_pyg.nn.cues.batch_cues`), the
         view contrast (Eq. 28) on the batch-unique users and positives, and the routing
         schedule; equal to :meth:`loss` with fanout ``-1``."""
-        z, z_ui, z_uig = encode_batch(self.encoder, batch, graph.views, graph.rescale)
-        zu, zp, zn = triple_rows(z, batch)
+        z, z_ui, z_uig = encode_seeds(self.encoder, batch, graph.views, graph.rescale)
+        rows = batch.seed_index()
+        zu, zp, zn = (gather_rows(z, r) for r in rows)
         ctx = graph.context
         h_u, (h_p, h_n) = batch_cues(self.cues, ctx.features, ctx.history, batch.users, [batch.pos, batch.neg])
         ctr = None
         if self.lambda_ctr > 0 and z_uig is not None:
-            u = unique_rows(batch.users, batch.users_local)
-            i = batch.num_sub_users + unique_rows(batch.pos, batch.pos_local)
+            u = unique_rows(batch.users, rows[0])
+            i = unique_rows(batch.pos, rows[1])
             ctr = (view_infonce(z_ui[u], z_uig[u], self.tau) + view_infonce(z_ui[i], z_uig[i], self.tau))
         reg = None
         if self.reg_weight > 0:

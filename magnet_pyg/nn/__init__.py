@@ -19,6 +19,7 @@ from .templates import (FAMILIES, FAMILY_COMPOSITIONS, ExpertPool, aux_order,
                         group_permutation, permute_to_global, triplet_expert_pool)
 from .subgraph import (VIEW_RELATIONS, SampledBatch, SampledGraph, batch_embeddings, encode_batch,
                        propagate_batch, propagate_subgraph, triple_rows, unique_rows, view_subgraph)
+from .seed_propagation import PropagationPlan, encode_seeds, propagation_plan
 
 __all__ = [
     "topk_mix",
@@ -36,4 +37,5 @@ __all__ = [
     "BipartiteCSR", "LayerwiseGraph", "layerwise_propagate", "layerwise_cues",
     "VIEW_RELATIONS", "SampledBatch", "SampledGraph", "view_subgraph", "propagate_subgraph",
     "batch_embeddings", "propagate_batch", "encode_batch", "unique_rows", "triple_rows",
+    "PropagationPlan", "propagation_plan", "encode_seeds",
 ]

@@ -200,7 +200,7 @@ def batch_cues(cues: ModalityCues, features: Sequence[Tensor], history, users: T
     row, hist, wgt = row.to(device), hist.to(device), (1.0 / deg)[row].to(device)
     sizes = [t.numel() for t in items]
     needed, inv = torch.unique(torch.cat([*items, hist]), return_inverse=True)
-    h = cues.item_cues([f[needed] for f in features])                       # [K, M, d]
+    h = cues.item_cues([f.index_select(0, needed) for f in features])          # [K, M, d]
     k, m, d = h.shape
     n_items = sum(sizes)
     h_hist = gather_rows(h, inv[n_items:]).reshape(-1, m * d) * wgt.unsqueeze(1)

@@ -58,6 +58,10 @@ class SampledBatch:
             per relation, ``deg_<view>`` node attributes); seeds are the batch's users and items.
         users_local, pos_local, neg_local: ``[B]`` positions of the samples in
             ``subgraph["user"]`` / ``subgraph["item"]``.
+        plan: the seed-restricted propagation matrices of the subgraph
+            (:class:`~magnet_pyg.nn.seed_propagation.PropagationPlan`) when the sampler built
+            them, else ``None`` (:func:`~magnet_pyg.nn.seed_propagation.encode_seeds` then
+            builds them).
     """
     users: Tensor
     pos: Tensor
@@ -66,6 +70,7 @@ class SampledBatch:
     users_local: Tensor
     pos_local: Tensor
     neg_local: Tensor
+    plan: Any = None
 
     @property
     def num_sub_users(self) -> int:
@@ -85,13 +90,29 @@ class SampledBatch:
 
     def seeds(self) -> Tensor:
         """Sorted unique local rows of all seeds."""
+        if self.plan is not None:
+            return self.plan.seeds
         return torch.cat(self.seed_rows()).unique()
+
+    def seed_index(self) -> Tuple[Tensor, Tensor, Tensor]:
+        """``[B]`` positions of the users, positives and negatives among :meth:`seeds` (the
+        rows of :func:`~magnet_pyg.nn.seed_propagation.encode_seeds` outputs)."""
+        seeds = self.seeds()
+        return tuple(torch.searchsorted(seeds, r) for r in self.seed_rows())
 
     def to(self, device, non_blocking: bool = False) -> "SampledBatch":
         mv = lambda t: t.to(device, non_blocking=non_blocking)
         return SampledBatch(mv(self.users), mv(self.pos), mv(self.neg),
                             self.subgraph.to(device, non_blocking=non_blocking),
-                            mv(self.users_local), mv(self.pos_local), mv(self.neg_local))
+                            mv(self.users_local), mv(self.pos_local), mv(self.neg_local),
+                            None if self.plan is None else self.plan.to(device, non_blocking))
+
+    def pin_memory(self) -> "SampledBatch":
+        """The batch in page-locked memory (what a ``DataLoader`` with ``pin_memory=True`` calls)."""
+        return SampledBatch(self.users.pin_memory(), self.pos.pin_memory(), self.neg.pin_memory(),
+                            self.subgraph.pin_memory(), self.users_local.pin_memory(),
+                            self.pos_local.pin_memory(), self.neg_local.pin_memory(),
+                            None if self.plan is None else self.plan.pin_memory())
 
 
 @dataclass
@@ -171,10 +192,10 @@ def view_subgraph(sub: HeteroData, view: str, rescale: bool = True) -> Tuple[Ten
         ei = sub[et].edge_index
         src = ei[0] + (0 if et[0] == USER else nu)
         dst = ei[1] + (0 if et[2] == USER else nu)
-        w = dis[src] * dis[dst]
+        w = dis.index_select(0, src) * dis.index_select(0, dst)
         if rescale:
             cnt = torch.bincount(ei[1], minlength=int(sub[et[2]].num_nodes)).to(w.dtype)
-            w = w * (_relation_degree(sub, et)[ei[1]] / cnt[ei[1]])
+            w = w * (_relation_degree(sub, et) / cnt).index_select(0, ei[1])
         eis.append(torch.stack([src, dst]))
         ws.append(w)
     if not eis:
@@ -199,7 +220,11 @@ def hop_levels(num_nodes: int, edge_index: Tensor, seeds: Tensor, num_hops: int)
 def _order(row: Tensor, col: Tensor, n: int) -> Tensor:
     """Permutation ordering the entries of an ``[n, n]`` matrix by (row, col), equal entries in
     their given order (stable)."""
-    return torch.sort(row * n + col, stable=True)[1]
+    if n >= 2 ** 31:
+        return torch.sort(row * n + col, stable=True)[1]
+    # two stable passes over 32-bit keys (faster than one over 64-bit row * n + col)
+    by_col = torch.sort(col.to(torch.int32), stable=True)[1]
+    return by_col.index_select(0, torch.sort(row.index_select(0, by_col).to(torch.int32), stable=True)[1])
 
 
 def _csr(row: Tensor, col: Tensor, value: Tensor, n: int) -> Tensor:
@@ -234,10 +259,10 @@ def propagation_orders(edge_index: Tensor, num_nodes: int) -> Tuple[Tensor, Tens
     src, dst = edge_index
     forward = _order(dst, src, num_nodes)
     # a stable sort of the forward order by source alone is the (source, destination) order
-    by_src = src[forward]
+    by_src = src.index_select(0, forward)
     if num_nodes < 2 ** 31:
         by_src = by_src.to(torch.int32)  # sorts faster than int64
-    return forward, forward[torch.sort(by_src, stable=True)[1]]
+    return forward, forward.index_select(0, torch.sort(by_src, stable=True)[1])
 
 
 def propagate_subgraph(conv, x: Tensor, edge_index: Tensor, edge_weight: Tensor, num_layers: int,

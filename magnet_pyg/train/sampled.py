@@ -1,12 +1,11 @@
-r"""Neighbour-sampled mini-batches (paper Section 3.2.3, fanout :math:`F`), driven by PyG's
-:class:`~torch_geometric.loader.LinkNeighborLoader`, for any model whose
+r"""Neighbour-sampled mini-batches (paper Section 3.2.3, fanout :math:`F`) for any model whose
 :meth:`~magnet_pyg.nn.protocol.Recommender.sampled_loss` consumes them.
 
 Each mini-batch of link-prediction samples ``(user, positive, negative)`` (drawn by
 :class:`~magnet_pyg.train.LinkSampler`, so negatives still avoid each user's training items)
-is turned into the seed set {batch users} and {batch positives and negatives}, and PyG samples
-its ``L``-hop neighbourhood over the :class:`HeteroData`, in the relations of the model's
-structural views (:data:`~magnet_pyg.nn.subgraph.VIEW_RELATIONS`):
+is turned into the seed set {batch users} and {batch positives and negatives}, and its
+``L``-hop neighbourhood is sampled over the :class:`HeteroData`, in the relations of the
+model's structural views (:data:`~magnet_pyg.nn.subgraph.VIEW_RELATIONS`):
 
 * view :math:`\mathcal G_{UI}`: relations :data:`~magnet_pyg.data.RATES` /
   :data:`~magnet_pyg.data.RATED_BY`;
@@ -16,9 +15,15 @@ structural views (:data:`~magnet_pyg.nn.subgraph.VIEW_RELATIONS`):
 One sampling call covers both views: the fanout ``F_l`` of hop ``l`` applies **per relation**
 (PyG's heterogeneous semantics), so a node of the augmented view gets up to ``F_l`` observed and
 up to ``F_l`` induced neighbours, and the observed-view computation tree is contained in the
-sample. ``F_l = -1`` keeps every neighbour. The nodes carry the full-graph degrees of each view
+sample. ``F_l = -1`` keeps every neighbour. The sampler
+(:class:`~magnet_pyg.train.neighbor_sampler.HeteroNeighborSampler`) draws the subgraphs of
+PyG's :class:`~torch_geometric.sampler.NeighborSampler` over ``torch-sparse`` (what
+:class:`~torch_geometric.loader.LinkNeighborLoader` does with these seeds), draw for draw, in a
+fraction of its time. The nodes carry the full-graph degrees of each view
 (:func:`add_view_degrees`), with which :mod:`magnet_pyg.nn.subgraph` propagates exactly
-(fanout ``-1``) or unbiasedly (rescaled sampled edges).
+(fanout ``-1``) or unbiasedly (rescaled sampled edges); the sampler's worker processes also
+build the seed-restricted propagation matrices of each batch
+(:mod:`magnet_pyg.nn.seed_propagation`), so that the training step only multiplies.
 
 Typical use (what :class:`~magnet_pyg.train.Trainer` does with a fanout)::
 
@@ -29,7 +34,6 @@ Typical use (what :class:`~magnet_pyg.train.Trainer` does with a fanout)::
 """
 from __future__ import annotations
 
-import warnings
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -40,13 +44,15 @@ from ..data.schema import (INDUCED, INDUCED_BY, ITEM, RATED_BY, RATES, USER, num
                            split_edge_index)
 from ..nn.cues import batch_cues
 from ..nn.protocol import Logs, SamplingSpec
+from ..nn.seed_propagation import encode_seeds, propagation_plan
 from ..nn.subgraph import (VIEW_RELATIONS, SampledBatch, SampledGraph, encode_batch, hop_levels,
                            propagate_subgraph, view_subgraph)
+from .neighbor_sampler import HeteroNeighborSampler
 
 __all__ = ["VIEW_RELATIONS", "check_fanout", "check_fanout_layers", "check_sampling_backend",
            "add_view_degrees", "sampling_graph", "SampledBatch", "SubgraphSampler", "SampledGraph",
            "build_sampled_graph", "prepare_sampled", "sampled_loss", "view_subgraph", "hop_levels",
-           "propagate_subgraph", "encode_batch", "batch_cues"]
+           "propagate_subgraph", "encode_batch", "encode_seeds", "batch_cues"]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -143,54 +149,91 @@ def sampling_graph(data: HeteroData, views: Sequence[str] = ("ui",)) -> HeteroDa
 Triplet = Tuple[Tensor, Tensor, Tensor]
 
 
-class SubgraphSampler:
-    r"""Samples the ``L``-hop subgraph of (user, positive, negative) mini-batches with PyG.
+class _Triplets(torch.utils.data.Dataset):
+    """The ``(users, pos, neg)`` batches of an epoch as a map-style dataset (one item each)."""
 
-    Wraps one :class:`torch_geometric.sampler.NeighborSampler` built once over
-    :func:`sampling_graph` and serves batches through
-    :class:`~torch_geometric.loader.LinkNeighborLoader` (``edge_label_index`` =
-    ``[users, users; pos, neg]`` per batch, no PyG negative sampling: negatives come from
-    :class:`~magnet_pyg.train.LinkSampler`).
+    def __init__(self, batches: Sequence[Triplet]):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Triplet:
+        return self.batches[i]
+
+
+class SubgraphSampler:
+    r"""Samples the ``L``-hop subgraph of (user, positive, negative) mini-batches.
+
+    The seeds of a batch are its unique users and its unique positives and negatives (as
+    PyG's :class:`~torch_geometric.loader.LinkNeighborLoader` seeds an ``edge_label_index`` of
+    ``[users, users; pos, neg]``; no PyG negative sampling: negatives come from
+    :class:`~magnet_pyg.train.LinkSampler`); their neighbourhood is drawn by a
+    :class:`~magnet_pyg.train.neighbor_sampler.HeteroNeighborSampler` over
+    :func:`sampling_graph`, the same subgraph, draw for draw, as PyG's
+    :class:`~torch_geometric.sampler.NeighborSampler` over ``torch-sparse``. A
+    :class:`torch.utils.data.DataLoader` serves the batches (:meth:`loader`), sampled ahead of
+    use by ``num_workers`` worker processes; each batch holds only what the sampled losses
+    read (``n_id``, ``num_nodes`` and ``deg_<view>`` per node type, ``edge_index`` per
+    relation) and, with ``rescale``, the seed-restricted propagation matrices of its views
+    (:func:`~magnet_pyg.nn.seed_propagation.propagation_plan`), which are then built by the
+    workers instead of the training step.
 
     Args:
         data: the dataset (induced edges needed for ``"uig"``).
         num_neighbors: fanout per hop, ``-1`` = all (``len`` = number of layers).
         views: ``("ui",)`` or ``("ui", "uig")``.
         num_workers: CPU worker processes of the loader (0: sample in the main process).
+        rescale: when given, attach to every batch the propagation plan of ``views`` over
+            ``len(num_neighbors)`` layers with this edge rescaling
+            (:func:`~magnet_pyg.nn.subgraph.view_subgraph`); ``None``: no plan.
     """
 
     def __init__(self, data: HeteroData, num_neighbors: Sequence[int], views: Sequence[str] = ("ui",),
-                 num_workers: int = 0):
+                 num_workers: int = 0, rescale: Optional[bool] = None):
         check_sampling_backend()
-        from torch_geometric.sampler import NeighborSampler
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.views = tuple(views)
         self.num_neighbors = [int(f) for f in num_neighbors]
         self.num_workers = int(num_workers)
+        self.rescale = rescale
         self.graph = sampling_graph(data, self.views)
-        with warnings.catch_warnings():  # torch-sparse backend: PyG asks for pyg-lib
-            warnings.filterwarnings("ignore", message=".*without a 'pyg-lib' installation.*")
-            self.neighbor_sampler = NeighborSampler(self.graph, num_neighbors=self.num_neighbors,
-                                                    share_memory=self.num_workers > 0)
+        self.neighbor_sampler = HeteroNeighborSampler(self.graph, self.num_neighbors,
+                                                      share_memory=self.num_workers > 0)
 
-    def loader(self, batches: Sequence[Triplet], **kwargs):
-        """A :class:`~torch_geometric.loader.LinkNeighborLoader` yielding one sampled
-        :class:`HeteroData` per triplet batch, in order (``kwargs`` go to the DataLoader)."""
-        from torch_geometric.loader import LinkNeighborLoader
-        cols, index, start = [], [], 0
-        for users, pos, neg in batches:
-            b = users.numel()
-            cols.append(torch.stack([torch.cat([users, users]), torch.cat([pos, neg])]))
-            index.append(list(range(start, start + 2 * b)))
-            start += 2 * b
-        eli = torch.cat(cols, dim=1) if cols else torch.zeros(2, 0, dtype=torch.long)
+    def collate(self, batch: Triplet) -> SampledBatch:
+        """Sample the subgraph of one ``(users, pos, neg)`` batch (what the loader's workers
+        run)."""
+        users, pos, neg = (t.long() for t in batch)
+        b = users.numel()
+        seed_users, users_local = torch.unique(users, return_inverse=True)
+        seed_items, items_local = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+        nodes, edges = self.neighbor_sampler.sample({USER: seed_users, ITEM: seed_items})
+        sub = HeteroData()
+        for t in (USER, ITEM):
+            sub[t].n_id = nodes[t]
+            sub[t].num_nodes = nodes[t].numel()
+            for v in self.views:
+                sub[t][f"deg_{v}"] = self.graph[t][f"deg_{v}"][nodes[t]]
+        for et, ei in edges.items():
+            sub[et].edge_index = ei
+        out = SampledBatch(users, pos, neg, sub, users_local, items_local[:b], items_local[b:])
+        if self.rescale is not None:
+            out.plan = propagation_plan(out, self.views, len(self.num_neighbors), self.rescale,
+                                        self.neighbor_sampler.num_nodes[USER],
+                                        self.neighbor_sampler.num_nodes[ITEM])
+        return out
+
+    def loader(self, batches: Sequence[Triplet], **kwargs) -> torch.utils.data.DataLoader:
+        """A :class:`~torch.utils.data.DataLoader` yielding one
+        :class:`~magnet_pyg.nn.subgraph.SampledBatch` per triplet batch, in order (``kwargs``
+        go to the DataLoader)."""
         kwargs.setdefault("num_workers", self.num_workers)
         if kwargs["num_workers"] > 0:
             kwargs.setdefault("persistent_workers", False)
-        return LinkNeighborLoader(self.graph, self.num_neighbors, edge_label_index=(RATES, eli),
-                                  batch_sampler=index, neighbor_sampler=self.neighbor_sampler,
-                                  **kwargs)
+        return torch.utils.data.DataLoader(_Triplets(batches), batch_size=None, collate_fn=self.collate,
+                                           **kwargs)
 
     def iterate(self, batches: Sequence[Triplet], **kwargs) -> Iterator[SampledBatch]:
         """Yield a :class:`~magnet_pyg.nn.subgraph.SampledBatch` per ``(users, pos, neg)``
@@ -198,10 +241,7 @@ class SubgraphSampler:
         batches = [tuple(t.long() for t in b) for b in batches]
         if not batches:
             return
-        for (users, pos, neg), sub in zip(batches, self.loader(batches, **kwargs)):
-            eli = sub[RATES].edge_label_index
-            b = users.numel()
-            yield SampledBatch(users, pos, neg, sub, eli[0, :b], eli[1, :b], eli[1, b:])
+        yield from self.loader(batches, **kwargs)
 
     def sample(self, users: Tensor, pos: Tensor, neg: Tensor) -> SampledBatch:
         """Sample one batch synchronously (in the calling process)."""
@@ -215,7 +255,7 @@ def build_sampled_graph(model, spec: SamplingSpec, data: HeteroData, fanout: Seq
     validated ``fanout`` and the model's ``spec``: the subgraph sampler over the spec's views
     and the model's :meth:`~magnet_pyg.nn.protocol.Recommender.prepare_sampled` context. No
     full-graph adjacency is built."""
-    sampler = SubgraphSampler(data, fanout, spec.views, num_workers)
+    sampler = SubgraphSampler(data, fanout, spec.views, num_workers, rescale)
     return SampledGraph(tuple(spec.views), rescale, model.prepare_sampled(data), sampler, data)
 
 
