@@ -1,4 +1,5 @@
-r""":class:`torch.optim.Adam` computed in place: the same update, bit for bit, without the
+r""":class:`torch.optim.Adam` computed in place: the same update (equal to the last bit in nearly every run; across
+processes a last-bit difference was seen in about 1 run in 15), without the
 temporaries its step allocates for every parameter at every step.
 
 PyTorch's single-tensor Adam computes ``grad + weight_decay * param`` and
@@ -10,6 +11,7 @@ per parameter kept between steps (not part of the state, so checkpoints are unch
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -19,31 +21,34 @@ __all__ = ["Adam"]
 
 # options under which torch.optim.Adam's step is the plain single-tensor update reproduced here
 _PLAIN = {"amsgrad": False, "maximize": False, "capturable": False, "differentiable": False}
+# the step below fills its lists through torch.optim.Adam's (private) _init_group; a PyTorch
+# whose _init_group takes other arguments gets torch.optim.Adam's own step
+_INIT_GROUP_ARGS = ["self", "group", "params_with_grad", "grads", "exp_avgs", "exp_avg_sqs",
+                    "max_exp_avg_sqs", "state_steps"]
+_KNOWN_INIT_GROUP = (list(inspect.signature(torch.optim.Adam._init_group).parameters) == _INIT_GROUP_ARGS
+                     if hasattr(torch.optim.Adam, "_init_group") else False)
 
 
 class Adam(torch.optim.Adam):
     r""":class:`torch.optim.Adam` whose step writes the decayed gradient and the denominator
     into buffers kept between steps (see the module docstring). Parameters, their values after
     every step, the optimiser state and ``state_dict`` are those of :class:`torch.optim.Adam`
-    with the same arguments, bit for bit. Groups with other options (``amsgrad``,
+    with the same arguments, up to a rare last-bit difference. Groups with other options (``amsgrad``,
     ``maximize``, ``capturable``, ``differentiable``, ``foreach``, ``fused``, decoupled weight
     decay, a tensor ``lr`` or betas), complex or sparse gradients, and parameters off the CPU
-    without ``foreach=False`` (PyTorch's multi-tensor update) take :class:`torch.optim.Adam`'s
-    own step.
+    without ``foreach=False`` (PyTorch's multi-tensor update), and PyTorch versions whose Adam
+    internals differ take :class:`torch.optim.Adam`'s own step.
 
     Args:
         params: parameters or parameter groups.
         **kwargs: :class:`torch.optim.Adam`'s arguments, with its defaults.
     """
 
-    def __init__(self, params, **kwargs):
-        super().__init__(params, **kwargs)
-
     def _plain(self, group) -> bool:
         # foreach=None: PyTorch takes its multi-tensor update for parameters off the CPU
         single = group.get("foreach") is False or (
             group.get("foreach") is None and all(p.device.type == "cpu" for p in group["params"]))
-        return (all(bool(group.get(k, v)) == v for k, v in _PLAIN.items())
+        return (_KNOWN_INIT_GROUP and all(bool(group.get(k, v)) == v for k, v in _PLAIN.items())
                 and single and not group.get("fused")
                 and not group.get("decoupled_weight_decay", False)
                 and not isinstance(group["lr"], Tensor)

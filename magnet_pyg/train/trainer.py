@@ -52,7 +52,6 @@ from ..evaluate.layerwise import LayerwiseGraph, layerwise_inference
 from .averaging import WeightAverage, averaged
 from .checkpoint import atomic_json_dump, atomic_torch_save, load_checkpoint, warm_start
 from .device import check_device
-from .optim import Adam
 from .process_group import check_world_size, rank_device, world_info
 from .run_folder import RunFolder, data_fingerprint
 from .sampling import LinkSampler
@@ -66,8 +65,7 @@ class TrainConfig:
     """Optimisation and protocol settings shared by all models.
 
     ``patience=None`` uses the model's own ``default_patience``; ``weight_decay`` is
-    Adam's L2 penalty on all parameters (MAGNET's :math:`\\lambda`, Eq. 32; the optimiser is
-    :class:`~magnet_pyg.train.optim.Adam`, :class:`torch.optim.Adam` computed in place).
+    Adam's L2 penalty on all parameters (MAGNET's :math:`\\lambda`, Eq. 32).
     ``ema_decay > 0`` evaluates, selects and tests an exponential moving average of the
     parameters (:class:`~magnet_pyg.train.averaging.WeightAverage`) instead of the last
     iterate; ``0`` (default) is off. ``eval_every = n`` validates after every ``n``-th epoch
@@ -363,7 +361,7 @@ class Trainer:
         graph = source.prepare(model, data)
         evaluate = self._evaluation(model, data, graph, source, views) if lead else None
         sampler = LinkSampler(train, num_items(data), cfg.batch_size)
-        optimizer = Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         patience = cfg.patience or model.default_patience
         min_epochs = getattr(model, "min_epochs", 0)
         runner = step = _Step(model, source)
