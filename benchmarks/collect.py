@@ -13,6 +13,11 @@ Rows aggregate the records of one name: mean and sample standard deviation over 
 table`` (mean and std over seeds, selected epochs) for measurements whose run folders were not
 kept; such rows carry ``"source"`` and have no per-run records.
 
+The summary accumulates: the records and rows already in the output JSON are kept (run
+folders are often gone when a later run is added), a run folder given now replaces the record
+of the same row name and seed, and ``--fresh`` starts from nothing. A kept aggregate row whose
+name a run folder now uses is an error (rename one of them), never a silent replacement.
+
 ``--markdown FILE`` replaces the text between ``<!-- summary:<dataset> -->`` and
 ``<!-- /summary:<dataset> -->`` in ``FILE`` with the table, so tables in the docs are
 generated from the JSON, never typed by hand.
@@ -67,6 +72,16 @@ def rows(records: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
         row["eval_seconds"] = statistics.median([r["eval_seconds"] for r in rs if r["eval_seconds"]] or [0])
         out[name] = row
     return out
+
+
+def merge_records(kept: List[Dict[str, Any]], new: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``kept`` with every record of the same (row name, seed) as one of ``new`` replaced by it."""
+    by_key = {(r["name"], r["seed"]): r for r in kept}
+    for r in new:
+        if (r["name"], r["seed"]) in by_key:
+            print(f"replacing the kept record {r['name']} seed {r['seed']} by {r['run']}")
+        by_key[(r["name"], r["seed"])] = r
+    return sorted(by_key.values(), key=lambda r: (r["name"], r["seed"]))
 
 
 def sweep_rows(path: Path) -> Dict[str, Dict[str, Any]]:
@@ -130,19 +145,33 @@ def main(argv=None) -> None:
     p.add_argument("--from-sweep", nargs="+", default=[], help="aggregate JSON files of sweep.py table")
     p.add_argument("--json", default=None, help="default: benchmarks/results/summary_<dataset>.json")
     p.add_argument("--markdown", default=None, help="replace the summary block of this file")
+    p.add_argument("--fresh", action="store_true",
+                   help="do not keep the records and rows already in the output JSON")
     a = p.parse_args(argv)
-    dirs = sorted({Path(d) for pat in a.runs for d in glob.glob(pat) if (Path(d) / "results.json").exists()})
-    if not dirs and not a.from_sweep:
-        raise SystemExit(f"no finished run (results.json) matches {a.runs}")
-    records = [record(d) for d in dirs]
-    summary = rows(records)
-    for f in a.from_sweep:
-        for name, row in sweep_rows(Path(f)).items():
-            if name in summary:
-                raise SystemExit(f"row '{name}' is both a run folder and in {f}")
-            summary[name] = row
     out = Path(a.json or Path(__file__).parent / "results" / f"summary_{a.dataset}.json")
-    out.write_text(json.dumps({"dataset": a.dataset, "rows": summary, "runs": records}, indent=1) + "\n")
+    dirs = sorted({Path(d) for pat in a.runs for d in glob.glob(pat) if (Path(d) / "results.json").exists()})
+    if not dirs and not a.from_sweep and (a.fresh or not out.exists()):
+        raise SystemExit(f"no finished run (results.json) matches {a.runs}")
+    kept_records, kept_rows = [], {}
+    if out.exists() and not a.fresh:
+        old = json.loads(out.read_text())
+        if old.get("dataset") != a.dataset:
+            raise SystemExit(f"{out} summarises dataset '{old.get('dataset')}', not '{a.dataset}'")
+        kept_records = old.get("runs", [])
+        kept_rows = {n: r for n, r in old.get("rows", {}).items() if "source" in r}
+    records = merge_records(kept_records, [record(d) for d in dirs])
+    summary = rows(records)
+    sources = dict(kept_rows)
+    for f in a.from_sweep:
+        sources.update(sweep_rows(Path(f)))
+    for name, row in sources.items():
+        if name in summary:
+            raise SystemExit(f"row '{name}' has run records and is also an aggregate of {row['source']}: "
+                             f"rename one of them")
+        summary[name] = row
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"dataset": a.dataset, "rows": summary, "runs": records}, indent=1) + "\n")
+    tmp.replace(out)
     table = markdown(summary)
     print(table)
     if a.markdown:

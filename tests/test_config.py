@@ -4,6 +4,7 @@ command lines the configuration files replace."""
 import dataclasses
 import inspect
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -305,3 +306,40 @@ def test_resume_compares_the_configuration_in_either_layout(tmp_path, one_thread
     ctx = magnet_pyg.load_run(out, graph_cache=None)
     again = Evaluator(ctx.data, (10, 20, 50)).evaluate(ctx.model, ctx.graph, "test")["ndcg@20"]
     assert again == pytest.approx(ctx.results["test"]["ndcg@20"], abs=1e-6)
+
+
+def _fake_run(folder: Path, name: str, seed: int, valid: float) -> Path:
+    run = folder / name / f"seed{seed}"
+    run.mkdir(parents=True)
+    metrics = {m: valid for m in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")}
+    (run / "results.json").write_text(json.dumps({
+        "model": "lightgcn", "config": {"seed": seed, "model_options": {}}, "best_epoch": 3,
+        "epochs": [{"train_seconds": 1.0, "eval_seconds": 0.5}] * 4, "valid": metrics, "test": metrics}))
+    return run
+
+
+def test_collect_keeps_records_and_replaces_same_seed(tmp_path):
+    """A summary accumulates: runs whose folders are gone stay, a new folder of the same row and
+    seed replaces its record, and an aggregate row cannot be shadowed silently."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import collect
+    out = tmp_path / "summary.json"
+    _fake_run(tmp_path / "a", "row", 0, 0.1)
+    _fake_run(tmp_path / "a", "row", 1, 0.3)
+    collect.main(["--dataset", "d", "--runs", str(tmp_path / "a" / "*" / "seed*"), "--json", str(out)])
+    shutil.rmtree(tmp_path / "a")
+    _fake_run(tmp_path / "b", "row", 1, 0.5)
+    collect.main(["--dataset", "d", "--runs", str(tmp_path / "b" / "*" / "seed*"), "--json", str(out)])
+    summary = json.loads(out.read_text())
+    assert [(r["seed"], r["valid"]["ndcg@20"]) for r in summary["runs"]] == [(0, 0.1), (1, 0.5)]
+    assert summary["rows"]["row"]["valid_ndcg@20"] == pytest.approx(0.3)
+    collect.main(["--dataset", "d", "--runs", str(tmp_path / "b" / "*" / "seed*"), "--json", str(out), "--fresh"])
+    assert [r["seed"] for r in json.loads(out.read_text())["runs"]] == [1]
+    with pytest.raises(SystemExit, match="dataset 'd'"):
+        collect.main(["--dataset", "other", "--json", str(out)])
+    agg = tmp_path / "agg.json"
+    agg.write_text(json.dumps({"row": {"model": "lightgcn", "seeds": 1, "best_epochs": [2],
+                                       **{f"{s}_{m}": 0.2 for s in ("valid", "test")
+                                          for m in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")}}}))
+    with pytest.raises(SystemExit, match="rename one of them"):
+        collect.main(["--dataset", "d", "--from-sweep", str(agg), "--json", str(out)])

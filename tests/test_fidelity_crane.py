@@ -17,6 +17,7 @@ from magnet_pyg.data import modality_features, num_items, num_users, split_edge_
 from magnet_pyg.models.crane import CRANE, RecursiveCrossModalAttention
 from magnet_pyg.graph.item_graph import item_graph_weights
 from magnet_pyg.models.freedom import FREEDOM
+from magnet_pyg.nn.losses import view_infonce
 from magnet_pyg.nn.pruning import degree_edge_probability, degree_sensitive_prune
 
 #: MMRec ``src/configs/model/FREEDOM.yaml`` and ``src/configs/overall.yaml`` (tuned values: the grid)
@@ -158,6 +159,28 @@ def test_crane_input_scale_is_calibrated_once(data):
     m.prepare(data)
     assert torch.equal(m.input_scale, scale)  # a second prepare (or a loaded checkpoint) keeps it
     assert "input_scale" in m.state_dict() and "input_scaled" in m.state_dict()
+
+
+def test_crane_id_only_users(data):
+    """``profile="none"`` (the public code's users): no user semantic view, the item side and
+    its RCA are those of the profile models, the user InfoNCE term is gone, and it trains."""
+    m = _model(CRANE, data, profile="none")
+    g = m.prepare(data)
+    assert g.pool is None
+    with torch.no_grad():
+        z_u, z_i, e_u, e_i, h_u, h_i = m(g)
+        tokens = m.tokens(g)
+    assert torch.equal(z_u, e_u) and not h_u.any()
+    assert tokens.size(0) == num_items(data)  # the RCA runs over the items alone
+    users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    loss, logs = m.loss(g, users, pos, neg)
+    items = pos.unique()
+    assert float(logs["cl"]) == pytest.approx(float(view_infonce(e_i[items], h_i[items], m.tau)))
+    loss.backward()
+    assert m.encoder.embedding.weight.grad[:num_users(data)].abs().sum() > 0
+    assert all(p.grad is not None for p in m.proj.parameters())
+    with pytest.raises(ValueError, match="profile"):
+        _model(CRANE, data, profile="attention")
 
 
 # ----------------------------------------------------------------------------- pruning

@@ -37,7 +37,7 @@ from .config import model_config
 
 __all__ = ["CRANE", "CraneGraph", "RecursiveCrossModalAttention"]
 
-PROFILES = ("sum", "mean")
+PROFILES = ("sum", "mean", "none")
 
 
 class RecursiveCrossModalAttention(torch.nn.Module):
@@ -127,8 +127,8 @@ class CraneGraph:
     item_adj: Tensor                   # [I, I] frozen item-item semantic graph G_II
     item_adj_t: Tensor
     features: Dict[str, Tensor]        # {m: [I, d_m]} raw item features (frozen copy)
-    pool: Tensor                       # [U, I] profile aggregation (sum: binary; mean: row-stochastic)
-    pool_t: Tensor                     # [I, U] its transpose
+    pool: Optional[Tensor]             # [U, I] profile aggregation (sum: binary; mean: row-stochastic;
+    pool_t: Optional[Tensor]           # none: None), and its transpose [I, U]
     edge_index: Tensor                 # [2, E] training (user, item) pairs, on the CPU
     edge_prob: Tensor                  # [E] 1/sqrt(d_u d_i), on the CPU
 
@@ -140,7 +140,9 @@ class CRANE(Recommender):
       in the public code (``finetune_features``, :class:`~magnet_pyg.nn.feature_tables.FeatureTables`)
       and, with ``normalize_features`` (default), row-L2-normalised in every forward pass.
     * **User multimodal profiles** (paper): :math:`\mathbf x^m_u = \sum_{i\in\mathcal N_u}\mathbf x^m_i`
-      over the training items (``profile="sum"``, the paper's choice; ``"mean"`` is available).
+      over the training items (``profile="sum"``, the paper's choice; ``"mean"`` is available;
+      ``"none"`` gives users no semantic view, :math:`\mathbf h_u = 0`, as the public code, and
+      drops the user InfoNCE term).
     * **Tokens and RCA** (paper): every user and item gets ``M`` tokens
       :math:`W_m\mathbf x^m + \mathbf b_m \in \mathbb R^d` (projections shared by users and
       items), refined by :class:`RecursiveCrossModalAttention` (``num_rounds`` R = 3, no
@@ -208,7 +210,7 @@ class CRANE(Recommender):
         cl_weight: :math:`\lambda_{cl}`.
         tau: InfoNCE temperature.
         reg_weight: batch L2 on the layer-0 ID embeddings (0).
-        profile: ``"sum"`` or ``"mean"`` user profiles.
+        profile: ``"sum"`` or ``"mean"`` user profiles, or ``"none"`` (ID-only users).
         attention_dropout: dropout on the RCA attention weights.
         normalize_features: row-L2-normalise the item features in the forward pass (the kNN
             graph is cosine either way).
@@ -271,11 +273,13 @@ class CRANE(Recommender):
         feats = {m: x.to(device) for m, x in check_in_channels(self.in_channels, data, "crane").items()}
         U, I = num_users(data), num_items(data)
         ei = split_edge_index(data, "train").cpu()
-        pool = (user_item_csr(ei, U, I) if self.profile == "sum" else row_normalized(ei, U, I)).to(device)
+        pool = None
+        if self.profile != "none":
+            pool = (user_item_csr(ei, U, I) if self.profile == "sum" else row_normalized(ei, U, I)).to(device)
         s = modality_item_graph(feats, self.mm_weights, self.knn_k)
         adj = bipartite_normalized_adjacency(ei, U, I).to(device)
         graph = CraneGraph(adj=adj, train_adj=adj, item_adj=s, item_adj_t=transpose_csr(s), features=feats,
-                           pool=pool, pool_t=transpose_csr(pool), edge_index=ei,
+                           pool=pool, pool_t=None if pool is None else transpose_csr(pool), edge_index=ei,
                            edge_prob=degree_edge_probability(ei, U, I))
         if self.feature_tables is not None:
             self.feature_tables.load_(feats)
@@ -308,14 +312,17 @@ class CRANE(Recommender):
     # -- model ---------------------------------------------------------------------------
     def modality_inputs(self, graph: CraneGraph, users: Optional[Tensor] = None
                         ) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
-        """``({m: [U', d_m]}, {m: [I, d_m]})``: the user profiles (all users, or ``users``) and
-        the item features, as fed to the projections."""
+        """``({m: [U', d_m]}, {m: [I, d_m]})``: the user profiles (all users, or ``users``; no
+        rows with ``profile="none"``) and the item features, as fed to the projections."""
         feats = self.feature_tables() if self.feature_tables is not None else graph.features
         if self.normalize_features:
             feats = {m: F.normalize(x, dim=-1) for m, x in feats.items()}
         feats = {m: feats[m] * self.input_scale[j] for j, m in enumerate(self.modalities)}
         users_x = {}
         for m, x in feats.items():
+            if graph.pool is None:
+                users_x[m] = x.new_zeros(0, x.size(1))
+                continue
             prof = sparse_mm(graph.pool, x, adj_t=graph.pool_t)
             users_x[m] = prof if users is None else prof[users]
         return users_x, feats
@@ -331,7 +338,10 @@ class CRANE(Recommender):
         result for them is the same as with all users, since RCA never mixes entities)."""
         s = self.rca(self.tokens(graph, users)).mean(dim=1)
         n_u = self.num_users if users is None else users.numel()
-        h_u, h_i = s[:n_u], s[n_u:]
+        if graph.pool is None:  # ID-only users: tokens hold the items alone
+            h_u, h_i = s.new_zeros(n_u, s.size(1)), s
+        else:
+            h_u, h_i = s[:n_u], s[n_u:]
         if self.id_on_item_graph:
             h_i = h_i + self.encoder.embedding.weight[self.num_users:]
         for _ in range(self.num_ii_layers):
@@ -350,8 +360,10 @@ class CRANE(Recommender):
 
     def alignment_loss(self, e_u: Tensor, h_u: Tensor, e_i: Tensor, h_i: Tensor) -> Tensor:
         r""":math:`\mathrm{InfoNCE}(\mathbf e_U, \mathbf h_U) + \mathrm{InfoNCE}(\mathbf e_I, \mathbf h_I)`
-        over batch rows (``[B_u, d]`` and ``[B_i, d]``)."""
-        return view_infonce(e_u, h_u, self.tau) + view_infonce(e_i, h_i, self.tau)
+        over batch rows (``[B_u, d]`` and ``[B_i, d]``); the item term alone with
+        ``profile="none"``, where users have no semantic view."""
+        items = view_infonce(e_i, h_i, self.tau)
+        return items if self.profile == "none" else view_infonce(e_u, h_u, self.tau) + items
 
     def loss(self, graph: CraneGraph, users: Tensor, pos: Tensor, neg: Tensor) -> Tuple[Tensor, Logs]:
         bu, inv = users.unique(return_inverse=True)
