@@ -18,8 +18,9 @@ folders are often gone when a later run is added), a run folder given now replac
 of the same row name and seed, and ``--fresh`` starts from nothing. A kept aggregate row whose
 name a run folder now uses is an error (rename one of them), never a silent replacement.
 
-``--markdown FILE`` replaces the text between ``<!-- summary:<dataset> -->`` and
-``<!-- /summary:<dataset> -->`` in ``FILE`` with the table, so tables in the docs are
+``--markdown FILE`` replaces the text between ``<!-- summary:<block> -->`` and
+``<!-- /summary:<block> -->`` in ``FILE`` with the table (``--block``, default the dataset's
+name; ``--rows REGEX`` keeps the rows whose name matches), so tables in the docs are
 generated from the JSON, never typed by hand.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List
@@ -145,6 +147,8 @@ def main(argv=None) -> None:
     p.add_argument("--from-sweep", nargs="+", default=[], help="aggregate JSON files of sweep.py table")
     p.add_argument("--json", default=None, help="default: benchmarks/results/summary_<dataset>.json")
     p.add_argument("--markdown", default=None, help="replace the summary block of this file")
+    p.add_argument("--block", default=None, help="marker name of the markdown block (default: the dataset)")
+    p.add_argument("--rows", default=None, help="regular expression: only matching rows go into the table")
     p.add_argument("--fresh", action="store_true",
                    help="do not keep the records and rows already in the output JSON")
     a = p.parse_args(argv)
@@ -172,10 +176,13 @@ def main(argv=None) -> None:
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"dataset": a.dataset, "rows": summary, "runs": records}, indent=1) + "\n")
     tmp.replace(out)
-    table = markdown(summary)
+    shown = {n: r for n, r in summary.items() if a.rows is None or re.search(a.rows, n)}
+    if not shown:
+        raise SystemExit(f"no row matches --rows {a.rows!r}")
+    table = markdown(shown)
     print(table)
     if a.markdown:
-        replace_block(Path(a.markdown), a.dataset, table)
+        replace_block(Path(a.markdown), a.block or a.dataset, table)
 
 
 if __name__ == "__main__":
