@@ -29,25 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write  # noqa: E402
 
 from magnet_pyg.config import build_run, load_run_config  # noqa: E402
-from magnet_pyg.data import describe, split_edge_index  # noqa: E402
+from magnet_pyg.data import describe, num_items, split_edge_index  # noqa: E402
 from magnet_pyg.evaluate.evaluator import Evaluator  # noqa: E402
+from magnet_pyg.evaluate.ranking import full_ranking  # noqa: E402
+from magnet_pyg.nn import dot_score  # noqa: E402
 from magnet_pyg.nn.losses import bpr_loss, triple_embedding_l2  # noqa: E402
 from magnet_pyg.train.checkpoint import warm_start  # noqa: E402
 from magnet_pyg.train.sampling import LinkSampler  # noqa: E402
-
-
-class _Dot(torch.nn.Module):
-    """A recommender that ranks with fixed ``[U, d]`` / ``[I, d]`` embeddings."""
-
-    def __init__(self, zu, zi):
-        super().__init__()
-        self.zu, self.zi = torch.nn.Parameter(zu), torch.nn.Parameter(zi)
-
-    def inference(self, graph):
-        return None
-
-    def score(self, state, users, items=None):
-        return self.zu[users] @ self.zi.t()
 
 
 def main(argv=None):
@@ -84,15 +72,16 @@ def main(argv=None):
             views["z_uig"] = state.z_uig
         res = out["epoch0_valid"][f"induced_weight={w:g}"] = {}
         for name, z in views.items():
-            zu, zi = model.encoder.split(z)
-            m = evaluator.evaluate(_Dot(zu, zi), None, "valid")
+            state_z = model.encoder.split(z)
+            m = full_ranking(lambda u: dot_score(state_z, u), evaluator.index["valid"], evaluator.exclude("valid"),
+                             evaluator.ks, evaluator.batch_size)
             res[name] = {"ndcg@20": m["ndcg@20"], "recall@20": m["recall@20"],
                          "mean_norm": float(z.norm(dim=-1).mean())}
             print(f"induced_weight={w:g}", name, res[name], flush=True)
     model.induced_weight = configured
     graph = model.prepare(data)
 
-    sampler = LinkSampler(split_edge_index(data, "train"), data["item"].num_nodes, run.train.batch_size)
+    sampler = LinkSampler(split_edge_index(data, "train"), num_items(data), run.train.batch_size)
     gen = torch.Generator().manual_seed(0)
     emb = model.encoder.embedding.weight
     norms = {"bpr": [], "view_contrast": [], "l2": []}

@@ -318,11 +318,10 @@ class CRANE(Recommender):
         if self.normalize_features:
             feats = {m: F.normalize(x, dim=-1) for m, x in feats.items()}
         feats = {m: feats[m] * self.input_scale[j] for j, m in enumerate(self.modalities)}
+        if self.profile == "none":  # ID-only users: no profile rows
+            return {m: x[:0] for m, x in feats.items()}, feats
         users_x = {}
         for m, x in feats.items():
-            if graph.pool is None:
-                users_x[m] = x.new_zeros(0, x.size(1))
-                continue
             prof = sparse_mm(graph.pool, x, adj_t=graph.pool_t)
             users_x[m] = prof if users is None else prof[users]
         return users_x, feats
@@ -338,7 +337,7 @@ class CRANE(Recommender):
         result for them is the same as with all users, since RCA never mixes entities)."""
         s = self.rca(self.tokens(graph, users)).mean(dim=1)
         n_u = self.num_users if users is None else users.numel()
-        if graph.pool is None:  # ID-only users: tokens hold the items alone
+        if self.profile == "none":  # ID-only users: the tokens hold the items alone
             h_u, h_i = s.new_zeros(n_u, s.size(1)), s
         else:
             h_u, h_i = s[:n_u], s[n_u:]
