@@ -46,8 +46,10 @@ def parse_mmrec(text: str) -> List[Dict]:
             continue
         row = {"epoch": int(m.group(1))}
         for j in range(i + 1, min(i + 8, len(lines))):
+            if _EPOCH.search(lines[j]):
+                break
             for split in ("valid", "test"):
-                if lines[j].rstrip().endswith(f"{split} result:") and j + 1 < len(lines):
+                if split not in row and lines[j].rstrip().endswith(f"{split} result:") and j + 1 < len(lines):
                     row[split] = {k: float(v) for k, v in _METRIC.findall(lines[j + 1])}
         if "valid" not in row or "test" not in row:
             raise ValueError(f"log line {i + 1}: epoch {row['epoch']} has no valid/test result lines")

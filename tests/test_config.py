@@ -343,3 +343,34 @@ def test_collect_keeps_records_and_replaces_same_seed(tmp_path):
                                           for m in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")}}}))
     with pytest.raises(SystemExit, match="rename one of them"):
         collect.main(["--dataset", "d", "--from-sweep", str(agg), "--json", str(out)])
+
+
+def _mmrec_epoch(epoch: int, valid_r: float, valid_n: float, test_r: float) -> str:
+    return (f"04 Dec 02:55    INFO epoch {epoch} evaluating [time: 0.86s, valid_score: {valid_r:.6f}]\n"
+            "04 Dec 02:55    INFO valid result: \n"
+            f"recall@10: 0.0100    recall@20: {valid_r}    ndcg@10: 0.0050    ndcg@20: {valid_n}    \n"
+            "04 Dec 02:55    INFO test result: \n"
+            f"recall@10: 0.0100    recall@20: {test_r}    ndcg@10: 0.0050    ndcg@20: 0.0200    \n")
+
+
+def test_authors_code_selection_rules():
+    """The authors' rule keeps the best validation Recall@20 over the whole budget; the package's
+    keeps the best validation NDCG@20 and stops after `patience` evaluations without a gain."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import authors_code
+    log = "".join(_mmrec_epoch(*row) for row in [
+        (0, 0.05, 0.020, 0.04), (1, 0.06, 0.030, 0.05), (2, 0.05, 0.025, 0.06),
+        (3, 0.05, 0.029, 0.07), (4, 0.09, 0.031, 0.08)])
+    curve = authors_code.parse_mmrec(log)
+    assert [r["epoch"] for r in curve] == [0, 1, 2, 3, 4]
+    assert curve[3]["valid"] == {"recall@10": 0.01, "recall@20": 0.05, "ndcg@10": 0.005, "ndcg@20": 0.029}
+    assert authors_code.select(curve, "recall@20", None)["test"]["recall@20"] == 0.08
+    assert authors_code.select(curve, "ndcg@20", 2)["epoch"] == 1      # stopped before epoch 4
+    assert authors_code.select(curve, "ndcg@20", 3)["epoch"] == 4
+    with pytest.raises(ValueError, match="log line 1: epoch 0 has no valid/test"):
+        authors_code.parse_mmrec(log.replace("INFO test result: \n", "", 1))
+    recgoat = ("[Test@0] {'recall': array([0.00262209]), 'ndcg': array([0.00083365])}\n"
+               "Epoch 000: loss0.694-85.167s\n[Test@1] {'recall': array([0.0033]), 'ndcg': array([0.0011])}\n")
+    assert authors_code.parse_recgoat(recgoat, 20) == [
+        {"epoch": 0, "valid": {"recall@20": 0.00262209, "ndcg@20": 0.00083365}},
+        {"epoch": 1, "valid": {"recall@20": 0.0033, "ndcg@20": 0.0011}}]
