@@ -10,7 +10,8 @@ per-epoch validation curve and writes one JSON with the test metrics at each sel
   ``--patience`` evaluations without improvement).
 
 Beside them it puts the package's runs of the same model from a summary JSON of
-``collect.py`` (``--summary``/``--row``) or from run folders (``--package-run``). Two log formats are read: MMRec's (AnchorRec's release, MMRec's FREEDOM:
+``collect.py`` (``--summary``/``--row``) or from run folders (``--package-run``). Curves keep
+the @20 metrics. Two log formats are read: MMRec's (AnchorRec's release, MMRec's FREEDOM:
 ``epoch N evaluating`` then ``valid result:`` and ``test result:`` lines) and RecGOAT's release
 (``[Test@N] {'recall': array([...]), 'ndcg': array([...])}``, one cut-off)::
 
@@ -26,7 +27,7 @@ import re
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write  # noqa: E402
@@ -81,6 +82,17 @@ def select(curve: List[Dict], metric: str, patience: Optional[int]) -> Dict:
     return best
 
 
+def _at20(metrics: Dict[str, float]) -> Dict[str, float]:
+    return {k: v for k, v in metrics.items() if k.endswith("@20")}
+
+
+def _label_path(p: argparse.ArgumentParser, flag: str, spec: str) -> Tuple[str, Path]:
+    label, _, path = spec.partition("=")
+    if not label or not path:
+        p.error(f"{flag} {spec!r}: expected LABEL=PATH")
+    return label, Path(path)
+
+
 def _mean_std(values: List[float]) -> Dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "values": values}
@@ -102,14 +114,13 @@ def main() -> None:
     a = p.parse_args()
     runs = {}
     for spec in a.log:
-        label, _, path = spec.partition("=")
-        if not path:
-            p.error(f"--log {spec!r}: expected LABEL=PATH")
-        text = Path(path).read_text()
+        label, path = _label_path(p, "--log", spec)
+        text = path.read_text()
         curve = parse_mmrec(text) if a.format == "mmrec" else parse_recgoat(text, a.k)
         if not curve:
             p.error(f"--log {path}: no evaluation lines in the {a.format} format")
-        run = {"epochs_evaluated": len(curve), "curve": curve}
+        run = {"epochs_evaluated": len(curve),
+               "curve": [{**r, **{s: _at20(r[s]) for s in ("valid", "test") if s in r}} for r in curve]}
         if a.format == "mmrec":
             for rule, metric, patience in (("authors", "recall@20", None), ("package", "ndcg@20", a.patience)):
                 best = select(curve, metric, patience)
@@ -133,11 +144,11 @@ def main() -> None:
             "mean": {f"{split} {m}": _mean_std([r[split][m] for r in rows])
                      for split in ("valid", "test") for m in ("recall@20", "ndcg@20")}}
     for spec in a.package_run:
-        label, _, path = spec.partition("=")
-        res = json.loads((Path(path) / "results.json").read_text())
+        label, path = _label_path(p, "--package-run", spec)
+        res = json.loads((path / "results.json").read_text())
         out.setdefault("magnet_pyg_runs", {})[label] = {
-            "run": path, "best_epoch": res["best_epoch"], "test": res["test"],
-            "curve": [{"epoch": e["epoch"], "valid": e["valid"]} for e in res["epochs"] if "valid" in e]}
+            "run": str(path), "best_epoch": res["best_epoch"], "valid": res["valid"], "test": res["test"],
+            "curve": [{"epoch": e["epoch"], "valid": _at20(e["valid"])} for e in res["epochs"] if "valid" in e]}
     write(a.name, out)
 
 
