@@ -67,7 +67,7 @@ def test_every_configuration_file_loads_and_builds(path, data):
     assert set(raw) <= {"model", "preset", "data", "train", "model_options"} and raw["model"] == path.parent.name
     run = load_run_config(path)
     run.train.validate()
-    assert run.data.name == path.stem
+    assert path.stem == run.data.name or path.stem.startswith(run.data.name + "-")  # <data>[-<variant>].yaml
     opts = run.model_options
     if isinstance(opts, MagnetConfig):
         opts = resolve_switch_epoch(opts, 1)
