@@ -4,6 +4,7 @@ training step spends its time.
 
     python benchmarks/bench_magnet.py [--data tiktok|sports|PATH] [--preset default] [--repeats 3]
         [--expand-r 150] [--views dual single] [--modalities keyword text]
+    python benchmarks/bench_magnet.py --config configs/magnet/sports-scratch.yaml [--repeats 1]
 
 Per view: the median epoch time over ``--repeats`` epochs (after one warm-up epoch), the median
 evaluation time, and, over one instrumented epoch, the seconds spent in the backbone forward
@@ -12,11 +13,17 @@ optimiser step; plus the cost of one propagation (forward + backward) over each 
 adjacency, whose non-zeros are reported (the augmented view carries the ``r`` induced edges of
 every user). The batch size and learning rate are the preset's. Writes
 ``benchmarks/results/magnet_<dataset>_<device>_r<r>.json``.
+
+With ``--config`` the model, data, batch size and learning rate are those of a run
+configuration file (the views are the file's unless ``--views`` is given), a model with a
+behaviour warm-up also has its warm-up epochs timed (backbone objective only), and the output is
+``benchmarks/results/magnet_<config file stem>_<device>.json``.
 """
 import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,7 +35,7 @@ from magnet_pyg.data import keep_modalities, load_dataset, modality_features, nu
 from magnet_pyg.data import split_edge_index  # noqa: E402
 from magnet_pyg.evaluate import Evaluator  # noqa: E402
 from magnet_pyg.graph import add_induced_edges  # noqa: E402
-from magnet_pyg.models.magnet import MAGNET, PRESETS, MagnetOutput  # noqa: E402
+from magnet_pyg.models.magnet import MAGNET, PRESETS, MagnetOutput, resolve_switch_epoch  # noqa: E402
 from magnet_pyg.nn.losses import embedding_l2  # noqa: E402
 from magnet_pyg.train import LinkSampler  # noqa: E402
 
@@ -40,18 +47,35 @@ p.add_argument("--preset", default="default")
 p.add_argument("--knn-k", type=int, default=None)
 p.add_argument("--expand-r", type=int, default=None)
 p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
-p.add_argument("--views", nargs="+", default=["dual", "single"])
+p.add_argument("--views", nargs="+", default=None, help="default: dual single (with --config: the file's)")
+p.add_argument("--config", default=None, help="a MAGNET run configuration file (overrides --data, --preset, "
+                                             "--modalities, --knn-k, --expand-r, --batch-size)")
 p.add_argument("--device", default="cpu")
 args = p.parse_args()
 
 dev = torch.device(args.device)
-pre = PRESETS[args.preset]
-k, r = args.knn_k or pre.config.knn_k, args.expand_r or pre.config.expand_r
-batch_size = args.batch_size or pre.batch_size
-data = load_dataset(args.data)
-if args.modalities:
-    data = keep_modalities(data, args.modalities)
-name = Path(args.data).name
+if args.config:
+    from magnet_pyg.config import load_run_config
+    run_cfg = load_run_config(args.config)
+    if run_cfg.model != "magnet":
+        sys.exit(f"{args.config}: model {run_cfg.model!r}; this benchmark times MAGNET")
+    options = run_cfg.model_options
+    k, r, batch_size = options.knn_k, options.expand_r, run_cfg.train.batch_size
+    lr, weight_decay, preset = run_cfg.train.lr, run_cfg.train.weight_decay, run_cfg.preset
+    warmup_epochs = options.warmup_epochs
+    views = args.views or [options.view]
+    data = run_cfg.data.load()
+    name, data_name = Path(args.config).stem, run_cfg.data.name
+else:
+    pre = PRESETS[args.preset]
+    options, preset = None, args.preset
+    k, r = args.knn_k or pre.config.knn_k, args.expand_r or pre.config.expand_r
+    batch_size, lr, weight_decay = args.batch_size or pre.batch_size, pre.lr, pre.weight_decay
+    warmup_epochs, views = 0, args.views or ["dual", "single"]
+    data = load_dataset(args.data)
+    if args.modalities:
+        data = keep_modalities(data, args.modalities)
+    name = data_name = Path(args.data).name
 t0 = time.perf_counter()
 data = add_induced_edges(data, k=k, r=r, backend="torch", cache_dir=None)
 graph_seconds = time.perf_counter() - t0
@@ -71,22 +95,39 @@ class Clock:
         return now
 
 
+def plain_epoch(model, graph, opt, e):
+    """One training epoch through the model's own loss (the trainer's path)."""
+    model.train()
+    for u, i, j in sampler.epoch(torch.Generator().manual_seed(e)):
+        loss, _ = model.loss(graph, u.to(dev), i.to(dev), j.to(dev))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sync(dev)
+
+
 def run(view):
     torch.manual_seed(0)
-    model = MAGNET.from_preset(num_users(data), num_items(data), dims, args.preset, view=view).to(dev)
+    if options is not None:
+        config = resolve_switch_epoch(replace(options, view=view), len(sampler))
+        model = MAGNET.from_config(num_users(data), num_items(data), dims, config).to(dev)
+    else:
+        model = MAGNET.from_preset(num_users(data), num_items(data), dims, args.preset, view=view).to(dev)
     graph = model.prepare(data)
-    opt = torch.optim.Adam(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    timings = {}
+    if warmup_epochs > 0:  # the backbone-only epochs first, then the head's
+        model.on_epoch_start(graph, 0, torch.Generator())
+        train_t, _, _ = time_train_eval(lambda e: plain_epoch(model, graph, opt, e), lambda: None, args.repeats, dev)
+        timings = {"warmup_epoch_seconds_median": statistics.median(train_t), "warmup_epoch_seconds": train_t}
+    model.on_epoch_start(graph, warmup_epochs, torch.Generator())
 
     def epoch(e, clock=None):
+        if clock is None:
+            return plain_epoch(model, graph, opt, e)
         model.train()
         for u, i, j in sampler.epoch(torch.Generator().manual_seed(e)):
             u, i, j = u.to(dev), i.to(dev), j.to(dev)
-            if clock is None:
-                loss, _ = model.loss(graph, u, i, j)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                continue
             t = time.perf_counter()
             z, z_ui, z_uig = model.encoder(graph.adj_ui, graph.adj_uig)
             t = clock.lap("backbone_forward", t)
@@ -121,17 +162,18 @@ def run(view):
         props[name] = {"nnz": int(adj._nnz() if adj.layout == torch.sparse_coo else adj.values().numel()),
                        "propagation_fwd_bwd_seconds": time.perf_counter() - t}
         model.zero_grad()
-    return {"train_epoch_seconds_median": statistics.median(train_t), "train_epoch_seconds": train_t,
+    return {**timings, "train_epoch_seconds_median": statistics.median(train_t), "train_epoch_seconds": train_t,
             "eval_seconds_median": statistics.median(eval_t), "eval_seconds": eval_t,
             "instrumented_epoch_breakdown_seconds": {k: round(v, 3) for k, v in clock.t.items()},
             "adjacency": props}
 
 
-results = {view: run(view) for view in args.views}
-write(f"magnet_{name}_{dev.type}_r{r}", {
-    "dataset": name, "modalities": list(dims), "preset": args.preset, "knn_k": k, "expand_r": r,
+results = {view: run(view) for view in views}
+write(f"magnet_{name}_{dev.type}" if args.config else f"magnet_{name}_{dev.type}_r{r}", {
+    "dataset": str(data_name), "config": args.config, "modalities": list(dims), "preset": preset,
+    "warmup_epochs": warmup_epochs, "knn_k": k, "expand_r": r,
     "induced_edges": int(data["user", "induced", "item"].num_edges), "graph_build_seconds": graph_seconds,
-    "batch_size": batch_size, "lr": pre.lr, "steps_per_epoch": len(sampler), "valid_users": int(
+    "batch_size": batch_size, "lr": lr, "steps_per_epoch": len(sampler), "valid_users": int(
         torch.unique(split_edge_index(data, "valid")[0]).numel()),
     "views": results, "peak_rss_gb": peak_rss_gb(),
 })

@@ -18,17 +18,21 @@ The test interactions are bucketed by the training degree of their item (0, 1, 2
   the modalities. It says how much the content can separate a user's test item from items of
   the same popularity.
 
-Writes ``benchmarks/results/<name>.json``.
+Writes ``benchmarks/results/<name>.json``. With ``--merge`` the runs of that file (same data,
+split and buckets, checked) are kept and the ``--run`` folders added to them (a run measured
+again replaces its entry); every run entry records the date it was measured.
 """
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write  # noqa: E402
+from common import RESULTS, write  # noqa: E402
 
 from magnet_pyg.data import describe, load_dataset, modality_features, num_items, num_users, split_edge_index  # noqa: E402
 from magnet_pyg.evaluate.ranking import CSRIndex  # noqa: E402
@@ -67,9 +71,20 @@ def main():
     p.add_argument("--name", default="popularity_tiktok")
     p.add_argument("--label", action="append", help="legend label of each --run (same order)")
     p.add_argument("--figure", help="also draw the hit rates per bucket to FIGURE.png and FIGURE.pdf")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the runs already in benchmarks/results/<name>.json and add these")
     a = p.parse_args()
     if a.label and len(a.label) != len(a.run):
         p.error(f"{len(a.label)} --label for {len(a.run)} --run")
+    previous = {}
+    if a.merge:
+        path = RESULTS / f"{a.name}.json"
+        if not path.is_file():
+            p.error(f"--merge: {path} does not exist")
+        previous = json.loads(path.read_text())
+        if (previous.get("data"), previous.get("split")) != (a.data, a.split):
+            p.error(f"--merge: {path} holds data {previous.get('data')!r}, split {previous.get('split')!r}, "
+                    f"not {a.data!r}, {a.split!r}")
     data = load_dataset(a.data)
     U, I = num_users(data), num_items(data)
     train, pairs = split_edge_index(data, "train"), split_edge_index(data, a.split)
@@ -92,8 +107,13 @@ def main():
     cands = [torch.nonzero(bucket == b).view(-1) for b in range(len(EDGES))]
     out["content_auc"] = [auc(content, pairs[0, pair_bucket == b], pairs[1, pair_bucket == b], cands[b], gen)
                           for b in range(len(EDGES))]
+    if previous:
+        for key in ("buckets", "share", "items"):
+            if previous[key] != out[key]:
+                raise SystemExit(f"--merge: {key} of {RESULTS / (a.name + '.json')} differ from this data's "
+                                 f"({previous[key]} != {out[key]})")
     exclude = CSRIndex(train, U)
-    out["runs"] = {}
+    out["runs"] = {k: dict(v, date=v.get("date", previous["date"])) for k, v in previous.get("runs", {}).items()}
     for r, run in enumerate(a.run):
         name, score_all, score_pairs = load_model(Path(run), data)
         name = a.label[r] if a.label else name
@@ -111,7 +131,7 @@ def main():
             hits[sel] = (top[pairs[0, sel]] == pairs[1, sel, None]).any(1)
         gen = torch.Generator().manual_seed(0)
         out["runs"][run] = {
-            "model": name,
+            "model": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "ndcg@20": [float(b["ndcg"].mean()) if b["ndcg"].numel() else None for b in per["buckets"]],
             "hit@20": [float(hits[pair_bucket == b].double().mean()) for b in range(len(EDGES))],
             "score_auc": [auc(score_pairs, pairs[0, pair_bucket == b], pairs[1, pair_bucket == b], cands[b], gen)
