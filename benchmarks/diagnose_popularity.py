@@ -169,7 +169,7 @@ def bucket_figure(out, stem: str) -> None:
     rel.axhline(0, color="k", lw=0.8)
     rel.set_ylabel(f"HR@20 change vs {runs[0]['model']} (%)")
     rel.set_title(f"relative to {runs[0]['model']} (no bar: no hit in that bucket)")
-    rel.legend(fontsize=8)
+    rel.legend(fontsize=8, loc="lower left")  # the two coldest buckets rarely have hits
     fig.suptitle(f"{out['data']}: where each model's hits come from ({out['split']} split)")
     fig.tight_layout()
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
