@@ -52,6 +52,10 @@ p.add_argument("--config", default=None, help="a MAGNET run configuration file (
                                              "--modalities, --knn-k, --expand-r, --batch-size)")
 p.add_argument("--device", default="cpu")
 args = p.parse_args()
+_FROM_CONFIG = ("data", "preset", "modalities", "knn_k", "expand_r", "batch_size")
+if args.config and any(getattr(args, key) != p.get_default(key) for key in _FROM_CONFIG):
+    p.error(f"--config sets the data, preset, modalities, kNN k, r and batch size: do not also give "
+            f"{', '.join('--' + k.replace('_', '-') for k in _FROM_CONFIG if getattr(args, k) != p.get_default(k))}")
 
 dev = torch.device(args.device)
 if args.config:
